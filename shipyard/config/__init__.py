@@ -1,0 +1,171 @@
+"""Loading and validating the YAML config: every problem is reported at start with file:line and field."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+import jinja2
+import jsonschema
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import ValidationError
+
+from ..errors import ConfigError
+from ._model import (
+    BackoffSpec,
+    BreakerSpec,
+    ConfigModel,
+    FeatureSpec,
+    Owners,
+    PromptMessage,
+    ProviderSpec,
+    RouteSpec,
+    ServerSpec,
+    TraceSpec,
+    _LocatedError,
+)
+from ._yaml import Path, YamlProblem, line_for, load_yaml
+
+__all__ = [
+    "BackoffSpec",
+    "BreakerSpec",
+    "Config",
+    "ConfigError",
+    "FeatureSpec",
+    "Owners",
+    "PromptMessage",
+    "ProviderSpec",
+    "RouteSpec",
+    "ServerSpec",
+    "TraceSpec",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "template_environment",
+]
+
+
+def template_environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox prompt templates render in: no attribute tricks, undefined names are errors."""
+    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config, with where each value came from (for errors found after loading)."""
+
+    model: ConfigModel
+    file: str = "<config>"
+    lines: Mapping[Path, int] = field(default_factory=dict)
+
+    @property
+    def providers(self) -> dict[str, ProviderSpec]:
+        return self.model.providers
+
+    @property
+    def features(self) -> dict[str, FeatureSpec]:
+        return self.model.features
+
+    def problem(self, loc: Path, message: str) -> ConfigError:
+        """A ConfigError pointing at ``loc`` (a path of keys and indexes) in this file."""
+        return ConfigError([(self.file, line_for(self.lines, loc), _dotted(loc), message)])
+
+    def invalid(self, exc: ValidationError, prefix: Path) -> ConfigError:
+        """A ConfigError for a pydantic error about the value found at ``prefix`` in this file."""
+        return ConfigError(_problems(exc, self.file, self.lines, prefix))
+
+
+def default_config_path(explicit: str | os.PathLike[str] | None = None) -> FsPath:
+    """``--config``, else ``$SHIPYARD_CONFIG``, else ``./shipyard.yaml``."""
+    if explicit:
+        return FsPath(explicit)
+    return FsPath(os.environ.get("SHIPYARD_CONFIG") or "shipyard.yaml")
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    p = FsPath(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [(str(p), None, "", "config file not found; pass --config FILE or set SHIPYARD_CONFIG")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([(str(p), None, "", f"cannot read config: {exc}")]) from None
+    return parse_config(text, file=str(p), env=env)
+
+
+def parse_config(text: str, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    try:
+        raw, lines = load_yaml(text, env)
+    except YamlProblem as exc:
+        raise ConfigError([(file, exc.line, exc.field, exc.message)]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([(file, 1, "", "the config must be a mapping with providers: and features:")])
+    try:
+        model = ConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, file, lines)) from None
+    config = Config(model=model, file=file, lines=lines)
+    problems = _semantic_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _problems(
+    exc: ValidationError, file: str, lines: Mapping[Path, int], prefix: Path = ()
+) -> list[tuple[str, int | None, str, str]]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc: Path = prefix + tuple(err["loc"])
+        located = (err.get("ctx") or {}).get("error")
+        if isinstance(located, _LocatedError):
+            loc, message = located.loc, located.message
+        elif err["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and indentation)"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            if "input" in err and err["type"] not in ("dict_type", "list_type", "model_type"):
+                message += f" (got {err['input']!r})"
+        out.append((file, line_for(lines, loc), _dotted(loc), message))
+    return out
+
+
+def _semantic_problems(config: Config) -> list[tuple[str, int | None, str, str]]:
+    problems = []
+    env = template_environment()
+    for name, feature in config.features.items():
+        base: Path = ("features", name)
+        for key in ("input_schema", "output_schema"):
+            schema = getattr(feature, key)
+            if schema is None:
+                continue
+            try:
+                jsonschema.validators.validator_for(schema).check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                loc = base + (key, *exc.path)
+                problems.append((config.file, line_for(config.lines, loc), _dotted(loc), f"not a valid JSON Schema: {exc.message}"))
+        for i, message in enumerate(feature.prompt or []):
+            try:
+                env.parse(message.content)
+            except jinja2.TemplateSyntaxError as exc:
+                loc = base + ("prompt", i, "content")
+                problems.append((config.file, line_for(config.lines, loc), _dotted(loc), f"template error: {exc.message}"))
+        if feature.fallback_response is not None and feature.output_schema is not None and feature.prompt is not None:
+            try:
+                jsonschema.validate(feature.fallback_response, feature.output_schema)
+            except jsonschema.ValidationError as exc:
+                loc = base + ("fallback_response",)
+                problems.append((config.file, line_for(config.lines, loc), _dotted(loc), f"does not match output_schema: {exc.message}"))
+    return problems
+
+
+def _dotted(loc: Path) -> str:
+    return ".".join(str(p) for p in loc)
+

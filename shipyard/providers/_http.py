@@ -1,0 +1,165 @@
+"""HTTP plumbing shared by the HTTP adapters: one aiohttp session each, and the translation of every
+foreign failure (aiohttp errors, HTTP statuses, broken JSON) into ``shipyard.errors`` at this edge.
+
+aiohttp was chosen by measurement over httpx: see ``bench/http_clients.py`` and the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ..errors import (
+    MalformedResponse,
+    ProviderConnectError,
+    ProviderError,
+    ProviderRejected,
+    ProviderRouteError,
+    ProviderTimeout,
+    TransientProviderError,
+)
+
+# The caller's fault: the request itself is wrong, another route would refuse it too.
+CALLER_FAULT = frozenset({400, 413, 422})
+TRANSIENT = frozenset({408, 409, 425, 429})
+
+
+def new_session(max_connections: int = 1000) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),  # deadlines are enforced by the router, around the attempt
+        json_serialize=lambda v: orjson.dumps(v).decode(),
+        skip_auto_headers=("User-Agent",),
+        auto_decompress=True,
+    )
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def upstream_message(body: bytes) -> str:
+    """The provider's own error message if it sent one in a known shape, else the start of the body."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:300] or "(empty body)"
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+        if isinstance(data.get("message"), str):
+            return data["message"]
+    return body.decode("utf-8", "replace")[:300]
+
+
+def status_error(provider: str, status: int, body: bytes, headers: Any) -> ProviderError:
+    """The error of our tree for an HTTP error status from ``provider``."""
+    message = f"{provider} answered {status}: {upstream_message(body)}"
+    if status in CALLER_FAULT:
+        return ProviderRejected(message, status_code=status)
+    if status in TRANSIENT or status >= 500:
+        return TransientProviderError(message, status_code=status, retry_after=parse_retry_after(headers))
+    return ProviderRouteError(message, status_code=status)
+
+
+@contextmanager
+def translate_errors(provider: str) -> Iterator[None]:
+    """Turn aiohttp's and the socket layer's exceptions into ours."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except asyncio.TimeoutError as exc:
+        raise ProviderTimeout(f"{provider} did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ProviderConnectError(f"cannot connect to {provider}: {exc.strerror or exc}") from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+        raise TransientProviderError(f"{provider} closed the connection: {exc}") from exc
+    except aiohttp.ClientResponseError as exc:
+        raise TransientProviderError(f"{provider} sent a broken response: {exc.message}") from exc
+    except aiohttp.InvalidURL as exc:
+        raise ProviderRouteError(f"{provider} has an invalid URL: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise TransientProviderError(f"{provider} request failed: {exc}") from exc
+
+
+def parse_json(provider: str, body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedResponse(f"{provider} sent a body that is not JSON: {body[:200]!r}") from exc
+
+
+async def sse_events(provider: str, content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, bytes]]:
+    """(event, data) pairs of a server-sent-events body; multi-line data is joined with newlines."""
+    event: str | None = None
+    data: list[bytes] = []
+    async for raw in content:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield event, b"\n".join(data)
+            event, data = None, []
+            continue
+        if line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value.decode("utf-8", "replace")
+    if data:
+        yield event, b"\n".join(data)
+
+
+def stream_chunk(provider: str, data: bytes) -> dict[str, Any]:
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedResponse(f"{provider} sent a stream event that is not JSON: {data[:200]!r}") from exc
+    if not isinstance(chunk, dict):
+        raise MalformedResponse(f"{provider} sent a stream event that is not a JSON object")
+    return chunk
+
+
+def stream_error(provider: str, payload: dict[str, Any]) -> ProviderError:
+    """An error sent inside a stream (``{"error": {...}}``) as the error of our tree."""
+    err = payload.get("error")
+    message = err.get("message") if isinstance(err, dict) else str(err)
+    kind = (err.get("type") or "") if isinstance(err, dict) else ""
+    text = f"{provider} failed mid-stream: {message}"
+    if kind in ("overloaded_error", "rate_limit_error", "server_error", "api_error"):
+        return TransientProviderError(text)
+    return ProviderRouteError(text)

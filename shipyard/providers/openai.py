@@ -1,0 +1,92 @@
+"""Any OpenAI-compatible HTTP API: OpenAI, Azure-style deployments, vLLM, Ollama, llama.cpp server, ..."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from pydantic import Field
+
+from ..errors import MalformedResponse, TransientProviderError
+from . import ProviderSettings
+from ._http import new_session, parse_json, sse_events, status_error, stream_chunk, stream_error, translate_errors
+
+
+class OpenAISettings(ProviderSettings):
+    base_url: str = Field(pattern=r"^https?://")
+    api_key: str | None = None
+    auth_header: str = "Authorization"
+    """``Authorization`` sends ``Bearer KEY``; any other name (Azure: ``api-key``) sends the bare key."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)
+    """Added to every URL, e.g. ``{api-version: 2024-06-01}`` for Azure."""
+    max_connections: int = Field(1000, ge=1)
+
+
+class OpenAIProvider:
+    Settings = OpenAISettings
+
+    def __init__(self, name: str, settings: OpenAISettings) -> None:
+        self.name = name
+        self.settings = settings
+        base = settings.base_url.rstrip("/")
+        self._chat_url = base + "/chat/completions"
+        self._embed_url = base + "/embeddings"
+        self._headers = {"Content-Type": "application/json", **settings.headers}
+        if settings.api_key and settings.api_key.lower() != "none":
+            value = f"Bearer {settings.api_key}" if settings.auth_header.lower() == "authorization" else settings.api_key
+            self._headers[settings.auth_header] = value
+        self._params = settings.query or None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = new_session(self.settings.max_connections)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> Any:
+        assert self._session is not None, "provider not started"
+        with translate_errors(self.name):
+            async with self._session.post(url, json=payload, headers=self._headers, params=self._params) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise status_error(self.name, resp.status, body, resp.headers)
+        return parse_json(self.name, body)
+
+    async def complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = await self._post(self._chat_url, {**body, "model": model})
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise MalformedResponse(f"{self.name} sent a chat completion without choices")
+        return data
+
+    async def embed(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = await self._post(self._embed_url, {**body, "model": model})
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise MalformedResponse(f"{self.name} sent an embeddings response without data")
+        return data
+
+    async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        assert self._session is not None, "provider not started"
+        payload = {**body, "model": model, "stream": True}
+        with translate_errors(self.name):
+            async with self._session.post(self._chat_url, json=payload, headers=self._headers, params=self._params) as resp:
+                if resp.status >= 400:
+                    raise status_error(self.name, resp.status, await resp.read(), resp.headers)
+                if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                    raise MalformedResponse(
+                        f"{self.name} answered a stream request with {resp.headers.get('Content-Type')!r}, "
+                        "not text/event-stream"
+                    )
+                async for _event, data in sse_events(self.name, resp.content):
+                    if data == b"[DONE]":
+                        return
+                    chunk = stream_chunk(self.name, data)
+                    if "error" in chunk and "choices" not in chunk:
+                        raise stream_error(self.name, chunk)
+                    yield chunk
+        raise TransientProviderError(f"{self.name} ended the stream without [DONE]")

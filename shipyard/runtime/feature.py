@@ -1,0 +1,73 @@
+"""A feature ready to run: its spec with everything compiled once at start (schemas, templates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import jsonschema
+import orjson
+
+from ..config import FeatureSpec, template_environment
+from ..errors import InputValidationError
+from .resilience import Backoff, CircuitBreaker
+
+
+def _validator(schema: dict[str, Any] | None) -> Any:
+    if schema is None:
+        return None
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def schema_errors(validator: Any, value: Any) -> list[dict[str, str]]:
+    """Each failing field as ``{"path": "$.a.b", "message": ...}``, deepest-first order of the schema."""
+    out = []
+    for err in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        out.append({"path": path, "message": err.message})
+    return out
+
+
+@dataclass(eq=False)
+class Feature:
+    name: str
+    spec: FeatureSpec
+    breakers: list[CircuitBreaker]
+    backoff: Backoff
+    input_validator: Any = None
+    output_validator: Any = None
+    templates: list[tuple[str, jinja2.Template]] | None = None
+    pipeline: Any = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, name: str, spec: FeatureSpec, breakers: list[CircuitBreaker], backoff: Backoff) -> Feature:
+        templates = None
+        if spec.prompt is not None:
+            env = template_environment()
+            templates = [(m.role, env.from_string(m.content)) for m in spec.prompt]
+        return cls(
+            name=name,
+            spec=spec,
+            breakers=breakers,
+            backoff=backoff,
+            input_validator=_validator(spec.input_schema),
+            output_validator=_validator(spec.output_schema),
+            templates=templates,
+        )
+
+    def render(self, data: Any) -> list[dict[str, str]]:
+        """The chat messages for a typed input: the prompt rendered over the input's fields."""
+        if self.templates is None:
+            return [{"role": "user", "content": orjson.dumps(data).decode()}]
+        context = data if isinstance(data, dict) else {"input": data}
+        try:
+            return [{"role": role, "content": template.render(**context)} for role, template in self.templates]
+        except jinja2.UndefinedError as exc:
+            raise InputValidationError(
+                f"the prompt of {self.name} uses a field the input does not have: {exc.message}",
+                details=[{"path": "$", "message": exc.message or "undefined"}],
+            ) from None
+        except jinja2.TemplateError as exc:
+            raise InputValidationError(f"the prompt of {self.name} could not be rendered: {exc}") from None

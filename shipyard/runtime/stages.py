@@ -1,0 +1,353 @@
+"""The stages of the pipeline. Each has one async method, ``handle(call, next)``.
+
+A stage may act before passing the call on, after it comes back, or instead of passing it on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+
+from ..errors import (
+    AllRoutesFailed,
+    DeadlineExceeded,
+    InputValidationError,
+    MalformedResponse,
+    OutputContractError,
+    ProviderError,
+    ProviderRejected,
+    ProviderTimeout,
+    ShipyardError,
+    TransientProviderError,
+    UnsupportedOperation,
+    error_class_name,
+)
+from ..providers._format import chat_completion, chunks_from_completion, message_text
+from .call import Attempt, Call, ChunkStream
+from .feature import schema_errors
+
+Next = Callable[[Call], Awaitable[Any]]
+
+
+class Stage(Protocol):
+    async def handle(self, call: Call, next: Next) -> Any: ...
+
+
+class Record:
+    """Outermost: whatever happens inside, the call ends up in the trace store, exactly once."""
+
+    def __init__(self, submit: Callable[[dict[str, Any]], None]) -> None:
+        self.submit = submit
+
+    async def handle(self, call: Call, next: Next) -> Any:
+        try:
+            result = await next(call)
+        except ShipyardError as exc:
+            call.status, call.error = "error", exc
+            self.finish(call)
+            raise
+        except asyncio.CancelledError:
+            call.status = "cancelled"
+            self.finish(call)
+            raise
+        except Exception as exc:  # a bug of ours: the client gets a clean 500, the trace keeps the class
+            call.status = "error"
+            call.error = ShipyardError(f"internal error ({type(exc).__name__}); the trace has the details")
+            call.event("internal_error", error_type=type(exc).__name__, message=str(exc)[:500])
+            self.finish(call)
+            raise call.error from exc
+        if isinstance(result, ChunkStream):
+            result.on_close(self.finish)
+            return result
+        if call.status == "pending":
+            call.status = "ok"
+        self.finish(call)
+        return result
+
+    def finish(self, call: Call) -> None:
+        err = call.error
+        usage = call.usage or {}
+        self.submit(
+            {
+                "trace_id": call.trace_id,
+                "feature": call.feature.name,
+                "op": call.op,
+                "stream": call.stream,
+                "status": call.status,
+                "error_type": error_class_name(err) if err else None,
+                "error_message": err.message if err else None,
+                "http_status": err.status if err else 200,
+                "route": call.route,
+                "started_at": call.started_at,
+                "latency_ms": round(call.elapsed_ms(), 3),
+                "prompt_tokens": usage.get("prompt_tokens"),
+                "completion_tokens": usage.get("completion_tokens"),
+                "total_tokens": usage.get("total_tokens"),
+                "attempts": [a.to_dict() for a in call.attempts],
+                "events": call.events,
+            }
+        )
+
+
+class InputContract:
+    """Typed input: validate against input_schema, then render the prompt into chat messages."""
+
+    async def handle(self, call: Call, next: Next) -> Any:
+        if call.op != "invoke":
+            return await next(call)
+        feature = call.feature
+        if feature.input_validator is not None:
+            problems = schema_errors(feature.input_validator, call.input)
+            if problems:
+                listing = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
+                raise InputValidationError(
+                    f"input does not match the input_schema of {feature.name}: {listing}", details=problems
+                )
+        call.body["messages"] = feature.render(call.input)
+        return await next(call)
+
+
+class Fallback:
+    """When every route failed (or ran out of time), answer with the feature's fallback_response."""
+
+    CATCHES = (AllRoutesFailed, DeadlineExceeded, OutputContractError)
+
+    async def handle(self, call: Call, next: Next) -> Any:
+        try:
+            return await next(call)
+        except self.CATCHES as exc:
+            fallback = call.feature.spec.fallback_response
+            if fallback is None:
+                raise
+            if call.op == "embed":
+                raise
+            call.event("fallback", reason=exc.code, message=exc.message)
+        call.route, call.route_index, call.status = "fallback", None, "fallback"
+        if call.op == "invoke":
+            call.output = fallback
+            content = orjson.dumps(fallback).decode()
+        elif set(fallback) == {"content"}:
+            content = str(fallback["content"])
+        else:
+            content = orjson.dumps(fallback).decode()
+        completion = chat_completion(content, model=call.feature.name)
+        if call.stream:
+            first, *others = chunks_from_completion(completion)
+
+            async def rest() -> Any:
+                for piece in others:
+                    yield piece
+
+            return ChunkStream(call, first, rest(), idle_s=1.0)
+        return completion
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+
+def parse_json_answer(text: str) -> Any:
+    """The JSON a model meant: the whole text, or the inside of a ```json fence. ValueError if none."""
+    m = _FENCE.match(text)
+    if m:
+        text = m.group(1)
+    return orjson.loads(text)
+
+
+class OutputContract:
+    """Typed output: parse the answer as JSON and check it against output_schema.
+
+    On a bad answer: one repair re-ask on the same route that shows the model the errors, then the next
+    route. When no route is left, OutputContractError (which the Fallback stage may answer).
+    """
+
+    async def handle(self, call: Call, next: Next) -> Any:
+        feature = call.feature
+        applies = call.op == "invoke" or (
+            call.op == "chat" and not call.stream and feature.output_validator is not None
+        )
+        if not applies:
+            return await next(call)
+        original = call.body["messages"]
+        n_routes = len(feature.spec.route)
+        result = await next(call)
+        repaired_at: int | None = None
+        while True:
+            text = message_text(result)
+            output, problems = self.check(call, text)
+            if not problems:
+                call.output = output
+                call.body["messages"] = original
+                return result
+            served = call.route_index if call.route_index is not None else 0
+            call.event("output_contract_failed", route=call.route, problems=problems[:10])
+            try:
+                if feature.spec.repair and repaired_at != served:
+                    repaired_at = served
+                    call.body["messages"] = [*original, *self.repair_messages(text, problems)]
+                    call.route_only = served
+                    call.event("repair", route=call.route)
+                    try:
+                        result = await next(call)
+                        continue
+                    except (AllRoutesFailed, DeadlineExceeded):
+                        pass
+                    finally:
+                        call.route_only = None
+                call.body["messages"] = original
+                call.route_from = served + 1
+                if call.route_from >= n_routes:
+                    listing = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
+                    raise OutputContractError(
+                        f"no route of {feature.name} produced an answer matching its output_schema: {listing}",
+                        details=problems,
+                    )
+                result = await next(call)
+            finally:
+                call.route_only = None
+
+    def check(self, call: Call, text: str) -> tuple[Any, list[dict[str, str]]]:
+        try:
+            output = parse_json_answer(text)
+        except ValueError:
+            if call.feature.output_validator is None and call.op == "invoke":
+                return text, []  # no contract: plain text is a fine answer
+            return None, [{"path": "$", "message": "the answer is not valid JSON"}]
+        validator = call.feature.output_validator
+        if validator is None:
+            return output, []
+        return output, schema_errors(validator, output)
+
+    @staticmethod
+    def repair_messages(text: str, problems: list[dict[str, str]]) -> list[dict[str, str]]:
+        listing = "\n".join(f"- {p['path']}: {p['message']}" for p in problems[:20])
+        return [
+            {"role": "assistant", "content": text},
+            {
+                "role": "user",
+                "content": "Your answer did not match the required JSON format:\n"
+                f"{listing}\nAnswer again with only the corrected JSON, nothing else.",
+            },
+        ]
+
+
+class Route:
+    """Innermost: the feature's ordered routes, each attempt under the deadline, with retries,
+    backoff, circuit breakers; raises AllRoutesFailed / DeadlineExceeded when nothing served."""
+
+    def __init__(
+        self,
+        providers: dict[str, Any],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.providers = providers
+        self.sleep = sleep
+        self.clock = clock
+
+    async def handle(self, call: Call, next: Next | None = None) -> Any:
+        feature = call.feature
+        routes = feature.spec.route
+        if call.route_only is not None:
+            indexes: range | list[int] = [call.route_only]
+        else:
+            indexes = range(call.route_from, len(routes))
+        last: ShipyardError | None = None
+        for index in indexes:
+            route = routes[index]
+            provider = self.providers[route.provider]
+            breaker = feature.breakers[index]
+            body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
+            if route.params:
+                body.update(route.params)
+            if not call.stream:
+                body.pop("stream_options", None)
+            for retry in range(route.retries + 1):
+                remaining = call.deadline - self.clock()
+                if remaining <= 0:
+                    raise self._deadline(call)
+                if not breaker.allow():
+                    call.attempts.append(
+                        Attempt(route.provider, route.model, "skipped", error_type="circuit_open",
+                                error_message=f"circuit breaker of {route.label} is open",
+                                offset_ms=call.elapsed_ms())
+                    )
+                    last = last or AllRoutesFailed(f"the circuit breaker of {route.label} is open")
+                    break
+                timeout = min(route.timeout_s, remaining)
+                started = self.clock()
+                attempt = Attempt(route.provider, route.model, "ok", offset_ms=(started - call.t0) * 1000.0)
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await self._once(call, provider, route.model, body, route.timeout_s)
+                except TimeoutError:
+                    err: ProviderError = ProviderTimeout(
+                        f"{route.label} did not answer within {timeout:.3g}s"
+                        + (" (the rest of the feature's deadline)" if timeout < route.timeout_s else "")
+                    )
+                except ProviderError as exc:
+                    err = exc
+                except UnsupportedOperation:
+                    breaker.release()
+                    raise
+                else:
+                    attempt.latency_ms = (self.clock() - started) * 1000.0
+                    call.attempts.append(attempt)
+                    breaker.record(True)
+                    call.route, call.route_index = route.label, index
+                    return result
+                attempt.latency_ms = (self.clock() - started) * 1000.0
+                attempt.outcome = "error"
+                attempt.error_type = error_class_name(err)
+                attempt.error_message = err.message
+                attempt.status_code = err.status_code
+                call.attempts.append(attempt)
+                if isinstance(err, ProviderRejected):
+                    breaker.release()  # the request's fault says nothing about the route's health
+                    raise err
+                breaker.record(False)
+                last = err
+                if not isinstance(err, TransientProviderError) or retry == route.retries:
+                    break
+                delay = feature.backoff.delay(retry, err.retry_after)
+                if delay is None or delay >= call.deadline - self.clock():
+                    call.event("retry_abandoned", route=route.label, wanted_delay_s=err.retry_after)
+                    break
+                await self.sleep(delay)
+        if call.deadline - self.clock() <= 0:
+            raise self._deadline(call)
+        raise AllRoutesFailed(
+            f"every route of {feature.name} failed"
+            + (f"; last error: {last.message}" if last else "")
+            + ". Check the providers, or give the feature a fallback_response.",
+            details=[a.to_dict() for a in call.attempts][-10:],
+        )
+
+    async def _once(self, call: Call, provider: Any, model: str, body: dict[str, Any], idle_s: float) -> Any:
+        if call.op == "embed":
+            return await provider.embed(model, body)
+        if not call.stream:
+            return await provider.complete(model, body)
+        chunks = provider.stream(model, body)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise MalformedResponse(f"{provider.name} ended the stream before sending anything") from None
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return ChunkStream(call, first, chunks, idle_s=idle_s)
+
+    @staticmethod
+    def _deadline(call: Call) -> DeadlineExceeded:
+        spec = call.feature.spec
+        return DeadlineExceeded(
+            f"{call.feature.name} did not finish within its deadline of {spec.deadline_s:g}s "
+            f"after {len(call.attempts)} attempt(s)",
+            details=[a.to_dict() for a in call.attempts][-10:],
+        )

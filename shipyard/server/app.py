@@ -1,0 +1,204 @@
+"""The ASGI app: the OpenAI-compatible API, the typed feature API, health and traces.
+
+Thin by design: it parses HTTP, builds a Call, runs it through the Gateway, and writes the answer.
+Every error leaves as OpenAI-style JSON with the trace id; nothing else ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import InvalidJSON, NotFound, RequestError, ShipyardError
+from ..runtime import Call, ChunkStream, Gateway
+from ..runtime.call import new_trace_id
+
+log = logging.getLogger("shipyard.server")
+
+JSON = "application/json"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
+
+
+def call_headers(call: Call) -> dict[str, str]:
+    return {
+        "x-shipyard-trace-id": call.trace_id,
+        "x-shipyard-route": call.route or "none",
+        "x-shipyard-attempts": str(len(call.attempts)),
+    }
+
+
+def error_response(exc: ShipyardError, trace_id: str, call: Call | None = None) -> Response:
+    headers = call_headers(call) if call is not None else {"x-shipyard-trace-id": trace_id}
+    return json_response(exc.to_dict(trace_id), exc.status, headers)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("the request body must be a JSON object")
+    return body
+
+
+def _require_feature(body: dict[str, Any]) -> str:
+    model = body.pop("model", None)
+    if not isinstance(model, str) or not model:
+        raise RequestError("'model' is required: name the Shipyard feature to call", param="model")
+    return model
+
+
+class Api:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def run(self, call: Call) -> tuple[Any, Response | None]:
+        try:
+            return await self.gateway.run(call), None
+        except ShipyardError as exc:
+            return None, error_response(exc, call.trace_id, call)
+
+    async def chat_completions(self, request: Request) -> Response:
+        trace_id = new_trace_id()
+        try:
+            body = await read_json(request)
+            feature = _require_feature(body)
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+                raise RequestError("'messages' must be a non-empty list of message objects", param="messages")
+            stream = bool(body.pop("stream", False))
+            call = self.gateway.new_call(feature, "chat", body, stream=stream, trace_id=trace_id)
+        except ShipyardError as exc:
+            return error_response(exc, trace_id)
+        result, failed = await self.run(call)
+        if failed is not None:
+            return failed
+        if isinstance(result, ChunkStream):
+            return StreamingResponse(
+                self._sse(result),
+                media_type="text/event-stream",
+                headers={**call_headers(call), "cache-control": "no-cache"},
+            )
+        return json_response(result, headers=call_headers(call))
+
+    @staticmethod
+    async def _sse(stream: ChunkStream) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream:
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        except ShipyardError as exc:
+            # Bytes already reached the client: no failover is possible, so end with an error event.
+            yield b"data: " + orjson.dumps(exc.to_dict(stream.call.trace_id)) + b"\n\n"
+            return
+        yield b"data: [DONE]\n\n"
+
+    async def embeddings(self, request: Request) -> Response:
+        trace_id = new_trace_id()
+        try:
+            body = await read_json(request)
+            feature = _require_feature(body)
+            if "input" not in body:
+                raise RequestError("'input' is required: a string or a list of strings", param="input")
+            call = self.gateway.new_call(feature, "embed", body, trace_id=trace_id)
+        except ShipyardError as exc:
+            return error_response(exc, trace_id)
+        result, failed = await self.run(call)
+        return failed or json_response(result, headers=call_headers(call))
+
+    async def invoke(self, request: Request) -> Response:
+        trace_id = new_trace_id()
+        try:
+            body = await read_json(request)
+            if "input" not in body:
+                raise RequestError('the body must be {"input": ...}', param="input")
+            unknown = set(body) - {"input"}
+            if unknown:
+                raise RequestError(f"unknown field(s) {sorted(unknown)}; the body is {{\"input\": ...}}")
+            call = self.gateway.new_call(request.path_params["name"], "invoke", {}, input=body["input"], trace_id=trace_id)
+        except ShipyardError as exc:
+            return error_response(exc, trace_id)
+        _, failed = await self.run(call)
+        if failed is not None:
+            return failed
+        return json_response(
+            {"output": call.output, "trace_id": call.trace_id, "route": call.route}, headers=call_headers(call)
+        )
+
+    async def models(self, request: Request) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "shipyard", "description": f.spec.description}
+            for name, f in self.gateway.features.items()
+        ]
+        return json_response({"object": "list", "data": data})
+
+    async def trace(self, request: Request) -> Response:
+        trace_id = request.path_params["trace_id"]
+        record = await self.gateway.get_trace(trace_id)
+        if record is None:
+            err = NotFound(f"no trace {trace_id!r}: it was never recorded, or its retention ended")
+            return json_response(err.to_dict(), 404)
+        return json_response(record)
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.gateway.draining:
+            return json_response({"status": "draining"}, 503)
+        if not self.gateway.ready:
+            return json_response({"status": "starting"}, 503)
+        return json_response({"status": "ready", "breakers": self.gateway.breaker_states()})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    err = NotFound if exc.status_code == 404 else RequestError
+    body = err(f"{request.method} {request.url.path}: {exc.detail}").to_dict()
+    return json_response(body, exc.status_code)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json_response(ShipyardError("internal error; the server log has the details").to_dict(), 500)
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    api = Api(gateway)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            gateway.draining = True
+            await gateway.aclose()
+
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/v1/models", api.models, methods=["GET"]),
+        Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", api.embeddings, methods=["POST"]),
+        Route("/v1/features/{name}/invoke", api.invoke, methods=["POST"]),
+        Route("/v1/traces/{trace_id}", api.trace, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _crash},
+    )

@@ -1,0 +1,125 @@
+"""Durable records: SQLite by default, PostgreSQL for many replicas. Schema changes are Alembic migrations.
+
+The store is synchronous (SQLAlchemy Core): the request path never calls it. Traces reach it through
+:class:`TraceWriter`, which batches them off the event loop; reads for the CLI and the admin API run in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from ..errors import ConfigError
+from ._schema import attempts, metadata, traces
+from .writer import TraceWriter
+
+__all__ = ["Store", "TraceWriter", "metadata"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for a ``sqlite:///`` or ``postgresql://`` URL, with the settings each needs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                [("<config>", None, "storage", "PostgreSQL storage needs psycopg: pip install 'shipyard[postgres]'")]
+            ) from None
+        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    raise ConfigError([("<config>", None, "storage", f"unsupported storage URL {url!r}")])
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = engine_for(url)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; safe from several processes on PostgreSQL)."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7311997)"))  # one migrator at a time
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- traces ------------------------------------------------------------------------------------
+
+    def insert_traces(self, records: Iterable[dict[str, Any]]) -> int:
+        trace_rows: list[dict[str, Any]] = []
+        attempt_rows: list[dict[str, Any]] = []
+        for rec in records:
+            row = {c: rec.get(c) for c in _TRACE_COLUMNS}
+            row["attempt_count"] = len(rec.get("attempts") or ())
+            trace_rows.append(row)
+            for seq, att in enumerate(rec.get("attempts") or ()):
+                attempt_rows.append({**{c: att.get(c) for c in _ATTEMPT_COLUMNS}, "trace_id": rec["trace_id"], "seq": seq})
+        if not trace_rows:
+            return 0
+        with self.engine.begin() as conn:
+            conn.execute(traces.insert(), trace_rows)
+            if attempt_rows:
+                conn.execute(attempts.insert(), attempt_rows)
+        return len(trace_rows)
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(traces).where(traces.c.trace_id == trace_id)).mappings().first()
+            if row is None:
+                return None
+            atts = conn.execute(
+                sa.select(attempts).where(attempts.c.trace_id == trace_id).order_by(attempts.c.seq)
+            ).mappings()
+            out = dict(row)
+            out["attempts"] = [{k: v for k, v in a.items() if k not in ("id", "trace_id")} for a in atts]
+        return out
+
+    def list_traces(self, *, feature: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        query = sa.select(traces).order_by(traces.c.started_at.desc()).limit(limit)
+        if feature:
+            query = query.where(traces.c.feature == feature)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def count_traces(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one())
+
+
+_TRACE_COLUMNS = [c.name for c in traces.columns if c.name != "attempt_count"]
+_ATTEMPT_COLUMNS = [c.name for c in attempts.columns if c.name not in ("id", "trace_id", "seq")]

@@ -1,0 +1,47 @@
+"""The durable tables. Changes go through an Alembic migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+traces = sa.Table(
+    "traces",
+    metadata,
+    sa.Column("trace_id", sa.String(32), primary_key=True),
+    sa.Column("feature", sa.String(128), nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("stream", sa.Boolean, nullable=False, default=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_type", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("route", sa.String(300)),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer),
+    sa.Column("completion_tokens", sa.Integer),
+    sa.Column("total_tokens", sa.Integer),
+    sa.Column("attempt_count", sa.Integer, nullable=False, default=0),
+    sa.Column("events", sa.JSON),
+    sa.Index("ix_traces_started_at", "started_at"),
+    sa.Index("ix_traces_feature_started_at", "feature", "started_at"),
+)
+
+attempts = sa.Table(
+    "trace_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("provider", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error_type", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("offset_ms", sa.Float, nullable=False),
+    sa.Index("ix_trace_attempts_trace_id", "trace_id", "seq"),
+)
