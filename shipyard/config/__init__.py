@@ -60,6 +60,11 @@ class Config:
     lines: Mapping[Path, int] = field(default_factory=dict)
 
     @property
+    def base_dir(self) -> FsPath:
+        """The folder relative paths in the config are resolved against: the config file's own."""
+        return FsPath(self.file).resolve().parent if self.file != "<config>" else FsPath.cwd()
+
+    @property
     def providers(self) -> dict[str, ProviderSpec]:
         return self.model.providers
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..errors import MalformedResponse, ProviderRouteError, UnsupportedOperation
 from . import ProviderSettings
@@ -28,9 +30,24 @@ class PythonSettings(ProviderSettings):
     embed_target: str | None = Field(None, pattern=_TARGET)
     options: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments passed to the function on every call."""
+    path: str | None = None
+    """A folder to import the target from, relative to the config file (e.g. ``.`` for the file's own)."""
+
+    @field_validator("path")
+    @classmethod
+    def _resolve(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        base = Path((info.context or {}).get("base_dir") or ".")
+        folder = (base / value).resolve()
+        if not folder.is_dir():
+            raise ValueError(f"folder {str(folder)!r} does not exist")
+        return str(folder)
 
 
-def load_target(spec: str) -> Callable[..., Any]:
+def load_target(spec: str, path: str | None = None) -> Callable[..., Any]:
+    if path and path not in sys.path:
+        sys.path.insert(0, path)
     module_name, _, attr = spec.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -57,9 +74,9 @@ class PythonProvider:
 
     async def start(self) -> None:
         # Importing may train or load a model: do it off the event loop, once, at start.
-        self._fn = await asyncio.to_thread(load_target, self.settings.target)
+        self._fn = await asyncio.to_thread(load_target, self.settings.target, self.settings.path)
         if self.settings.embed_target:
-            self._embed_fn = await asyncio.to_thread(load_target, self.settings.embed_target)
+            self._embed_fn = await asyncio.to_thread(load_target, self.settings.embed_target, self.settings.path)
 
     async def aclose(self) -> None:
         return None

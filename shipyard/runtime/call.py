@@ -80,6 +80,16 @@ class Call:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    def add_usage(self, usage: Any) -> None:
+        """Count a provider's token usage; a call that asked twice (a repair) used both."""
+        if not isinstance(usage, dict):
+            return
+        total = self.usage or {}
+        self.usage = {
+            k: int(total.get(k) or 0) + int(usage.get(k) or 0)
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        }
+
     def event(self, kind: str, **fields: Any) -> None:
         self.events.append({"kind": kind, "at_ms": round(self.elapsed_ms(), 3), **fields})
 
@@ -152,7 +162,7 @@ class ChunkStream:
     def _note_usage(self, chunk: dict[str, Any]) -> None:
         usage = chunk.get("usage")
         if usage:
-            self.call.usage = usage
+            self.call.add_usage(usage)
 
     async def aclose(self) -> None:
         if self._closed:

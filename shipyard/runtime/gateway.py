@@ -128,7 +128,7 @@ class Gateway:
                     f"unknown provider kind {spec.kind!r} (available: {', '.join(available_kinds())})",
                 ) from None
             try:
-                settings = cls.Settings.model_validate(spec.settings)
+                settings = cls.Settings.model_validate(spec.settings, context={"base_dir": config.base_dir})
             except ValidationError as exc:
                 raise config.invalid(exc, ("providers", name)) from None
             providers[name] = cls(name, settings)

@@ -300,6 +300,8 @@ class Route:
                     call.attempts.append(attempt)
                     breaker.record(True)
                     call.route, call.route_index = route.label, index
+                    if isinstance(result, dict):
+                        call.add_usage(result.get("usage"))
                     return result
                 attempt.latency_ms = (self.clock() - started) * 1000.0
                 attempt.outcome = "error"

@@ -105,8 +105,8 @@ class Store:
             atts = conn.execute(
                 sa.select(attempts).where(attempts.c.trace_id == trace_id).order_by(attempts.c.seq)
             ).mappings()
-            out = dict(row)
-            out["attempts"] = [{k: v for k, v in a.items() if k not in ("id", "trace_id")} for a in atts]
+            out = _plain(row)
+            out["attempts"] = [_plain(a, skip=("id", "trace_id")) for a in atts]
         return out
 
     def list_traces(self, *, feature: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -114,11 +114,16 @@ class Store:
         if feature:
             query = query.where(traces.c.feature == feature)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [_plain(r) for r in conn.execute(query).mappings()]
 
     def count_traces(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one())
+
+
+def _plain(row: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A result row as a dict with plain ``str`` keys (SQLAlchemy's are a str subclass)."""
+    return {str(k): v for k, v in row.items() if k not in skip}
 
 
 _TRACE_COLUMNS = [c.name for c in traces.columns if c.name != "attempt_count"]
