@@ -46,9 +46,17 @@ __all__ = [
 ]
 
 
+class _PromptUndefined(jinja2.StrictUndefined):
+    """Printing a missing input field is an error (it catches typos), but testing one is not, so
+    optional fields work: ``{% if lang %} (lang={{ lang }}){% endif %}``."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
 def template_environment() -> ImmutableSandboxedEnvironment:
-    """The sandbox prompt templates render in: no attribute tricks, undefined names are errors."""
-    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    """The sandbox prompt templates render in: no attribute tricks, printing an undefined name is an error."""
+    return ImmutableSandboxedEnvironment(undefined=_PromptUndefined, autoescape=False)
 
 
 @dataclass(frozen=True)

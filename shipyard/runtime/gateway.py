@@ -52,11 +52,13 @@ class InvokeResult:
 
 class StreamReply:
     """``async for chunk in gateway.stream(...)``: OpenAI chunk dicts. ``trace_id`` is known at once,
-    ``route`` once the first chunk has arrived."""
+    ``route`` once the first chunk has arrived. Use ``async with`` (or ``aclose()``) to stop early and
+    have the trace written at once; a loop left with ``break`` is closed when the generator is collected."""
 
     def __init__(self, gateway: Gateway, call: Call) -> None:
         self._gateway = gateway
         self.call = call
+        self._stream: ChunkStream | None = None
 
     @property
     def trace_id(self) -> str:
@@ -67,9 +69,21 @@ class StreamReply:
         return self.call.route
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        stream: ChunkStream = await self._gateway.run(self.call)
-        async for chunk in stream:
+        if self._stream is not None:
+            raise RuntimeError("a StreamReply can be iterated once")
+        self._stream = await self._gateway.run(self.call)
+        async for chunk in self._stream:
             yield chunk
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+
+    async def __aenter__(self) -> StreamReply:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class Gateway:
