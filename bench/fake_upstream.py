@@ -63,8 +63,7 @@ class Upstream(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:

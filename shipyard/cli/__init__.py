@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -22,7 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Piped output (CI logs, grep) is not cut at 80 columns: trace ids must stay whole.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
@@ -122,7 +124,9 @@ def traces(
         for row in rows:
             sys.stdout.write(orjson.dumps(row).decode() + "\n")
         return
-    table = Table("trace id", "when", "feature", "op", "status", "route", "attempts", "latency ms", "error")
+    table = Table()
+    for name in ("trace id", "when", "feature", "op", "status", "route", "attempts", "latency ms", "error"):
+        table.add_column(name, no_wrap=name in ("trace id", "when", "route"), overflow="fold")
     for r in rows:
         table.add_row(
             r["trace_id"], _when(r["started_at"]), r["feature"], r["op"] + (" (stream)" if r["stream"] else ""),

@@ -23,6 +23,11 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.gateway.draining = True
         super().handle_exit(sig, frame)
+        # uvicorn re-raises a captured signal after shutdown, so the process would die "by SIGTERM".
+        # A drained, flushed stop is a success: exit 0.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
 
 def serve(gateway: Gateway, host: str, port: int, *, log_level: str = "warning") -> None:

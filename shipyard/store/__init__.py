@@ -7,7 +7,10 @@ worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import fcntl
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from .writer import TraceWriter
 __all__ = ["Store", "TraceWriter", "metadata"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATE_LOCK = threading.Lock()
 
 
 def engine_for(url: str) -> Engine:
@@ -65,11 +69,26 @@ class Store:
 
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
+        # One migrator at a time: alembic's loading is not thread-safe, and two processes starting
+        # together must not both create the tables. PostgreSQL: an advisory lock; SQLite: a lock file.
+        with _MIGRATE_LOCK, self._file_lock(), self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7311997)"))  # one migrator at a time
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7311997)"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -43,6 +43,7 @@ async def test_chat_stream_and_traces_through_the_library(gw_config, primary):
     for trace_id in trace_ids:
         assert store.get_trace(trace_id)["status"] == "ok"
     assert store.get_trace(stream.trace_id)["stream"] is True
+    store.close()
 
 
 async def test_backoff_uses_full_jitter_and_retry_after_exactly(gw_config, primary):

@@ -181,3 +181,10 @@ def test_trace_is_served_with_its_attempts(served, primary):
     assert trace["total_tokens"] == 8
     missing = httpx.get(f"{served.base_url}/v1/traces/{'0' * 32}")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_readiness_turns_503_while_draining(served):
+    served.gateway.draining = True
+    r = httpx.get(served.base_url + "/readyz")
+    assert r.status_code == 503 and r.json() == {"status": "draining"}
+    assert httpx.get(served.base_url + "/healthz").status_code == 200
