@@ -7,6 +7,7 @@
     │   ├── NotFound                    404 not_found
     │   │   └── UnknownFeature          404 feature_not_found
     │   ├── InputValidationError        422 input_validation_failed
+    │   ├── PayloadTooLarge             413 payload_too_large
     │   └── UnsupportedOperation        400 unsupported_operation
     ├── ProviderError                   (one attempt at one route failed)
     │   ├── ProviderRejected            400 provider_rejected_request   the caller's fault: never retried
@@ -93,6 +94,11 @@ class UnknownFeature(NotFound):
 class InputValidationError(RequestError):
     status = 422
     code = "input_validation_failed"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    code = "payload_too_large"
 
 
 class UnsupportedOperation(RequestError):

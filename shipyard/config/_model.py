@@ -85,6 +85,7 @@ class ServerSpec(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=1, le=65535)
     drain_timeout_s: float = Field(30.0, ge=0)
+    max_body_mb: float = Field(16.0, gt=0)
 
 
 class TraceSpec(Strict):

@@ -10,9 +10,9 @@ What does not translate:
 - ``n`` above 1 is refused (:class:`ProviderRejected`): the Messages API returns one answer per request.
 - ``temperature`` is clamped into Anthropic's range, [0, 1] (OpenAI's is [0, 2]), so that a request valid for
   an OpenAI route is not refused by an Anthropic route it fails over to.
-- OpenAI-only fields (``stream_options``, ``response_format``, ``seed``, ``logprobs``, ``presence_penalty``,
-  ``frequency_penalty``, ``logit_bias``, ``store``, ``metadata``, ...) are dropped: the payload is built only from
-  the fields listed in :func:`to_anthropic_request`. A stream always ends with a usage chunk.
+- OpenAI-only fields (``stream_options``, ``response_format``, ``seed``, ``logprobs``, ``logit_bias``,
+  ``presence_penalty``, ``frequency_penalty``, ``store``, ``metadata``, ...) are dropped: the payload is built
+  only from the fields :func:`to_anthropic_request` knows. A stream always ends with a usage chunk.
 - Extended-thinking blocks in answers are skipped: OpenAI's chat format has no place for them.
 """
 
@@ -30,7 +30,15 @@ from pydantic import Field
 from ..errors import MalformedResponse, ProviderRejected, TransientProviderError, UnsupportedOperation
 from . import ProviderSettings
 from ._format import chat_completion, chunk, new_id
-from ._http import new_session, parse_json, sse_events, status_error, stream_chunk, stream_error, translate_errors
+from ._http import (
+    new_session,
+    parse_json,
+    sse_events,
+    status_error,
+    stream_chunk,
+    stream_error,
+    translate_errors,
+)
 
 __all__ = [
     "AnthropicProvider",
@@ -66,7 +74,7 @@ def messages_url(base_url: str) -> str:
     return root + "/v1/messages"
 
 
-# --- request: OpenAI chat body -> Anthropic Messages body ------------------------------------------------------
+# --- request: OpenAI chat body -> Anthropic Messages body ---------------------------------------------------
 
 _DATA_URL = re.compile(r"^data:([^;,]+)(?:;[^;,]*)*;base64,(.*)$", re.DOTALL)
 
@@ -106,18 +114,20 @@ def _content_blocks(content: Any, where: str) -> list[dict[str, Any]]:
                 raise _rejected(f"{at}.image_url.url must be a string", at)
             if url.startswith("data:"):
                 media_type, data = _data_url(url, at)
-                blocks.append({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+                source = {"type": "base64", "media_type": media_type, "data": data}
+                blocks.append({"type": "image", "source": source})
             else:
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
         elif kind == "file":
             file = part.get("file") if isinstance(part.get("file"), dict) else {}
             data_url = file.get("file_data")
             if not isinstance(data_url, str):
-                raise _rejected(f"{at}: only files given inline as file_data (a base64 data: URL) are supported", at)
+                raise _rejected(f"{at}: only files given inline, as a base64 data: URL in file_data", at)
             media_type, data = _data_url(data_url, at)
             if media_type != "application/pdf":
                 raise _rejected(f"{at}: Anthropic takes PDF documents, not {media_type}", at)
-            blocks.append({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}})
+            source = {"type": "base64", "media_type": media_type, "data": data}
+            blocks.append({"type": "document", "source": source})
         else:
             raise _rejected(f"{at}: content parts of type {kind!r} cannot be sent to Anthropic", at)
     return blocks
@@ -153,9 +163,10 @@ def _tool_use_blocks(tool_calls: Any, where: str) -> list[dict[str, Any]]:
     for i, call in enumerate(tool_calls):
         at = f"{where}.tool_calls[{i}]"
         fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
+        if not (isinstance(fn, dict) and isinstance(fn.get("name"), str) and isinstance(call.get("id"), str)):
             raise _rejected(f"{at} must have an id and a function with a name", at)
-        blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": _tool_input(fn.get("arguments"), at)})
+        tool_input = _tool_input(fn.get("arguments"), at)
+        blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": tool_input})
     return blocks
 
 
@@ -219,7 +230,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         at = f"tools[{i}]"
         fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
+        if not isinstance(fn, dict) or tool.get("type", "function") != "function":
             raise _rejected(f"{at}: only function tools can be sent to Anthropic", at)
         if not isinstance(fn.get("name"), str):
             raise _rejected(f"{at}.function.name is required", at)
@@ -234,16 +245,18 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    named = choice.get("function") if isinstance(choice, dict) else None
     if choice is None or choice == "auto":
         converted: dict[str, Any] = {"type": "auto"}
     elif choice == "none":
         return {"type": "none"}
     elif choice == "required":
         converted = {"type": "any"}
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
-        converted = {"type": "tool", "name": choice["function"]["name"]}
+    elif isinstance(named, dict) and isinstance(named.get("name"), str):
+        converted = {"type": "tool", "name": named["name"]}
     else:
-        raise _rejected(f"tool_choice {choice!r} is not one of auto, none, required, or a named function", "tool_choice")
+        message = f"tool_choice {choice!r} is not one of auto, none, required, or a named function"
+        raise _rejected(message, "tool_choice")
     if parallel is False:
         converted["disable_parallel_tool_use"] = True
     elif choice is None:
@@ -270,6 +283,8 @@ def to_anthropic_request(model: str, body: dict[str, Any], default_max_tokens: i
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         payload["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    elif temperature is not None:
+        payload["temperature"] = temperature  # not a number: Anthropic's refusal will say so
     if body.get("top_p") is not None:
         payload["top_p"] = body["top_p"]
     if body.get("top_k") is not None:  # not OpenAI's, but a route's params may set it
@@ -289,7 +304,7 @@ def to_anthropic_request(model: str, body: dict[str, Any], default_max_tokens: i
     return payload
 
 
-# --- response: Anthropic Message -> OpenAI chat.completion -----------------------------------------------------
+# --- response: Anthropic Message -> OpenAI chat.completion --------------------------------------------------
 
 _FINISH = {
     "end_turn": "stop",
@@ -317,7 +332,11 @@ def usage_from(usage: Any) -> dict[str, Any]:
     cache_read, cache_write = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
     prompt = count("input_tokens") + cache_read + cache_write
     completion = count("output_tokens")
-    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     if cache_read or cache_write:
         out["prompt_tokens_details"] = {"cached_tokens": cache_read}
     return out
@@ -339,13 +358,9 @@ def to_chat_completion(provider: str, model: str, data: Any) -> dict[str, Any]:
         if block.get("type") == "text":
             texts.append(block.get("text") or "")
         elif block.get("type") == "tool_use":
-            tool_calls.append(
-                {
-                    "id": block.get("id") or new_id("call_"),
-                    "type": "function",
-                    "function": {"name": block.get("name") or "", "arguments": _arguments(block.get("input"))},
-                }
-            )
+            function = {"name": block.get("name") or "", "arguments": _arguments(block.get("input"))}
+            call_id = block.get("id") or new_id("call_")
+            tool_calls.append({"id": call_id, "type": "function", "function": function})
     text = "".join(texts)
     return chat_completion(
         text if text or not tool_calls else None,
@@ -357,15 +372,20 @@ def to_chat_completion(provider: str, model: str, data: Any) -> dict[str, Any]:
     )
 
 
-# --- streaming: Anthropic events -> OpenAI chunks --------------------------------------------------------------
+# --- streaming: Anthropic events -> OpenAI chunks -----------------------------------------------------------
+
+
+_CONTENT_EVENTS = frozenset(
+    {"content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
+)
 
 
 class StreamTranslator:
     """Feed it Anthropic stream events, in order; it returns the OpenAI chunks each one makes.
 
-    The role chunk is held back until the first content (or the end): an ``error`` event that comes right after
-    ``message_start`` then fails the attempt before anything reached the caller, so the router may still
-    retry it or fail over. ``stopped`` turns True at ``message_stop``, after the usage chunk.
+    The role chunk is held back until the first content (or the end): an ``error`` event that comes right
+    after ``message_start`` then fails the attempt before anything reached the caller, so the router may
+    still retry it or fail over. ``stopped`` turns True at ``message_stop``, after the usage chunk.
     """
 
     def __init__(self, provider: str, model: str) -> None:
@@ -404,7 +424,7 @@ class StreamTranslator:
             if isinstance(message.get("usage"), dict):
                 self.usage.update(message["usage"])
             return []
-        if kind not in ("content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"):
+        if kind not in _CONTENT_EVENTS:
             return []  # Anthropic may add event types: they are to be ignored
         if self.id is None:
             raise MalformedResponse(f"{self.provider} sent {kind} before message_start")
@@ -461,7 +481,7 @@ class StreamTranslator:
         return []  # thinking_delta, signature_delta, citations_delta
 
 
-# --- the adapter -----------------------------------------------------------------------------------------------
+# --- the adapter --------------------------------------------------------------------------------------------
 
 
 class AnthropicProvider:

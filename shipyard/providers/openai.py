@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 from pydantic import Field
 
 from ..errors import MalformedResponse, TransientProviderError
@@ -52,7 +53,7 @@ class OpenAIProvider:
     async def _post(self, url: str, payload: dict[str, Any]) -> Any:
         assert self._session is not None, "provider not started"
         with translate_errors(self.name):
-            async with self._session.post(url, json=payload, headers=self._headers, params=self._params) as resp:
+            async with self._session.post(url, data=orjson.dumps(payload), headers=self._headers, params=self._params) as resp:
                 body = await resp.read()
                 if resp.status >= 400:
                     raise status_error(self.name, resp.status, body, resp.headers)
@@ -74,7 +75,9 @@ class OpenAIProvider:
         assert self._session is not None, "provider not started"
         payload = {**body, "model": model, "stream": True}
         with translate_errors(self.name):
-            async with self._session.post(self._chat_url, json=payload, headers=self._headers, params=self._params) as resp:
+            async with self._session.post(
+                self._chat_url, data=orjson.dumps(payload), headers=self._headers, params=self._params
+            ) as resp:
                 if resp.status >= 400:
                     raise status_error(self.name, resp.status, await resp.read(), resp.headers)
                 if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):

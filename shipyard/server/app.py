@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import InvalidJSON, NotFound, RequestError, ShipyardError
+from ..errors import InvalidJSON, NotFound, PayloadTooLarge, RequestError, ShipyardError
 from ..runtime import Call, ChunkStream, Gateway
 from ..runtime.call import new_trace_id
 
@@ -44,8 +44,18 @@ def error_response(exc: ShipyardError, trace_id: str, call: Call | None = None) 
     return json_response(exc.to_dict(trace_id), exc.status, headers)
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the request body is {int(declared)} bytes; the limit is {max_bytes} (server.max_body_mb)")
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes (server.max_body_mb)")
+        pieces.append(piece)
+    raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -65,6 +75,7 @@ def _require_feature(body: dict[str, Any]) -> str:
 class Api:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.max_body = int(gateway.config.model.server.max_body_mb * 1024 * 1024)
 
     async def run(self, call: Call) -> tuple[Any, Response | None]:
         try:
@@ -75,7 +86,7 @@ class Api:
     async def chat_completions(self, request: Request) -> Response:
         trace_id = new_trace_id()
         try:
-            body = await read_json(request)
+            body = await read_json(request, self.max_body)
             feature = _require_feature(body)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
@@ -109,7 +120,7 @@ class Api:
     async def embeddings(self, request: Request) -> Response:
         trace_id = new_trace_id()
         try:
-            body = await read_json(request)
+            body = await read_json(request, self.max_body)
             feature = _require_feature(body)
             if "input" not in body:
                 raise RequestError("'input' is required: a string or a list of strings", param="input")
@@ -122,7 +133,7 @@ class Api:
     async def invoke(self, request: Request) -> Response:
         trace_id = new_trace_id()
         try:
-            body = await read_json(request)
+            body = await read_json(request, self.max_body)
             if "input" not in body:
                 raise RequestError('the body must be {"input": ...}', param="input")
             unknown = set(body) - {"input"}

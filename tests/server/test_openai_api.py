@@ -188,3 +188,15 @@ def test_readiness_turns_503_while_draining(served):
     r = httpx.get(served.base_url + "/readyz")
     assert r.status_code == 503 and r.json() == {"status": "draining"}
     assert httpx.get(served.base_url + "/healthz").status_code == 200
+
+
+def test_an_oversized_body_is_refused_with_413(served):
+    big = b'{"model": "triage", "messages": [{"role": "user", "content": "' + b"x" * (17 * 1024 * 1024) + b'"}]}'
+    r = httpx.post(served.base_url + "/v1/chat/completions", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+    def chunks():
+        yield big
+
+    r = httpx.post(served.base_url + "/v1/chat/completions", content=chunks())  # no content-length: chunked
+    assert r.status_code == 413
