@@ -113,15 +113,18 @@ def test_extract_intent_classifies_through_the_local_route(example_config, serve
     assert resp.status_code == 422, resp.text
 
 
-def test_the_primary_api_serves_when_it_answers(example_config, serve, primary: FakeUpstream, monkeypatch):
+def test_the_primary_api_serves_when_it_answers(
+    example_config: Path, serve: Any, primary: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PRIMARY_BASE_URL", primary.url)
     served = serve(example_config)
-    primary.script(Reply("Thanks! Our billing team will refund the duplicate charge."))
+    reply = "Thanks! Our billing team will refund the duplicate charge."
+    primary.script(Reply(reply))
     raw = served.client().chat.completions.with_raw_response.create(
         model="support-triage", messages=[{"role": "user", "content": CLEAR[0][0]}]
     )
     assert raw.headers["x-shipyard-route"] == "primary/gpt-4o-mini"
-    assert raw.parse().choices[0].message.content == "Thanks! Our billing team will refund the duplicate charge."
+    assert raw.parse().choices[0].message.content == reply
 
     primary.script(Reply('{"category": "technical"}'))
     resp = invoke(served.base_url, "extract-intent", {"text": "the export button does nothing"})
@@ -162,7 +165,8 @@ def test_the_poc_script_runs_against_the_gateway(example_config, serve):
     served = serve(example_config)
     env = {**os.environ, "SHIPYARD_URL": served.base_url}
     done = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLE / "poc.py")], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-W", "error", str(EXAMPLE / "poc.py")],
+        env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(f"route:    {LOCAL_TRIAGE}") == 4  # three plain calls and the streamed one
@@ -173,7 +177,8 @@ def test_the_poc_script_runs_against_the_gateway(example_config, serve):
 def test_the_poc_script_says_when_no_gateway_runs(refused_url):
     env = {**os.environ, "SHIPYARD_URL": refused_url()}
     done = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLE / "poc.py")], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-W", "error", str(EXAMPLE / "poc.py")],
+        env=env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 1
     assert "no Shipyard gateway answers" in done.stderr

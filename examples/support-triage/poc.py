@@ -10,6 +10,7 @@ name of a Shipyard feature; the gateway picks the real model (primary, backup, o
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -32,7 +33,7 @@ def gateway_url() -> str:
 
 def show(title: str, answer: object, headers: httpx.Headers) -> None:
     print(f"== {title}")
-    print(f"   answer:   {answer}")
+    print(f"   answer:   {answer if isinstance(answer, str) else json.dumps(answer)}")
     print(f"   route:    {headers.get('x-shipyard-route')}")
     print(f"   trace id: {headers.get('x-shipyard-trace-id')}")
 

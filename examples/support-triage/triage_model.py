@@ -107,9 +107,8 @@ def last_user_text(request: dict[str, Any]) -> str:
         if isinstance(content, str):
             return content
         if isinstance(content, list):
-            return " ".join(
-                part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-            )
+            parts = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            return " ".join(str(p.get("text", "")) for p in parts)
         return ""
     return ""
 
@@ -131,7 +130,7 @@ def answer(request: dict[str, Any]) -> str:
     if model == "triage-classifier":
         return triage_reply(category, confidence)
     # A route naming a model this module does not have: fail the route (Shipyard moves on / falls back).
-    raise ValueError(f"unknown model {model!r}; this module serves 'triage-classifier' and 'intent-classifier'")
+    raise ValueError(f"unknown model {model!r}; this module serves triage-classifier and intent-classifier")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class _Server(uvicorn.Server):
 
 def serve(gateway: Gateway, host: str, port: int, *, log_level: str = "warning") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise
     config = uvicorn.Config(
         create_app(gateway),
         host=host,

@@ -8,6 +8,8 @@ worker thread.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -83,7 +85,10 @@ class Store:
         if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
             yield
             return
-        with open(f"{database}.migrate-lock", "a") as handle:
+        # The lock file lives in the temp folder, keyed by the database's absolute path, so that nothing
+        # is left beside the user's database.
+        key = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:24]
+        with open(Path(tempfile.gettempdir()) / f"shipyard-migrate-{key}.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
