@@ -1,7 +1,7 @@
 """A fake Anthropic Messages API: a real HTTP server on 127.0.0.1 that a test programs on cue.
 
     claude = FakeAnthropic.start()
-    claude.script(Message("hi"), Fail(529, "overloaded_error"), Message(tool_calls=[ToolUse("get_weather", {...})]))
+    claude.script(Message("hi"), Fail(529, "overloaded_error"), Message(tool_calls=[ToolUse("get_weather")]))
 
 It is :class:`tests.fakes.FakeUpstream` (same thread, loop, script and ``requests`` record) answering in
 Anthropic's shapes: a request with ``"stream": true`` gets the message as server-sent events
@@ -83,34 +83,31 @@ def message_body(m: Message, model: str) -> dict[str, Any]:
 
 def message_events(m: Message, model: str) -> list[tuple[str, dict[str, Any]]]:
     """The events of a stream of ``m``, as Anthropic sends them."""
-    start_usage = {k: v for k, v in m.usage.items() if k != "output_tokens"} | {"output_tokens": 1}
     body = message_body(m, model)
+    start_usage = {k: v for k, v in m.usage.items() if k != "output_tokens"} | {"output_tokens": 1}
+    start = {**body, "content": [], "stop_reason": None, "usage": start_usage}
     events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start",
-                           "message": {**body, "content": [], "stop_reason": None, "usage": start_usage}}),
+        ("message_start", {"type": "message_start", "message": start}),
         ("ping", {"type": "ping"}),
     ]
-    index = 0
+
+    def block(index: int, content_block: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                               "content_block": content_block}))
+        for delta in deltas:
+            events.append(("content_block_delta",
+                           {"type": "content_block_delta", "index": index, "delta": delta}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+
     pieces = m.text if isinstance(m.text, list) else ([m.text] if m.text else [])
     if pieces:
-        events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": {"type": "text", "text": ""}}))
-        for piece in pieces:
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "text_delta", "text": piece}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
-    for t in m.tool_calls:
-        events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": {"type": "tool_use", "id": t.id, "name": t.name,
-                                                                 "input": {}}}))
+        block(0, {"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in pieces])
+    for index, t in enumerate(m.tool_calls, start=1 if pieces else 0):
         raw = json.dumps(t.input)
         size = -(-len(raw) // max(1, t.pieces))
-        for part in [""] + [raw[i:i + size] for i in range(0, len(raw), size)]:
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "input_json_delta", "partial_json": part}}))
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
+        parts = [""] + [raw[i:i + size] for i in range(0, len(raw), size)]
+        block(index, {"type": "tool_use", "id": t.id, "name": t.name, "input": {}},
+              [{"type": "input_json_delta", "partial_json": part} for part in parts])
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": body["stop_reason"], "stop_sequence": None},
                                      "usage": {"output_tokens": m.usage.get("output_tokens", 0)}}))
@@ -138,8 +135,8 @@ class FakeAnthropic(FakeUpstream):
         b = self._next()
         model = body.get("model", "claude-fake") if isinstance(body, dict) else "claude-fake"
         if request.path != "/v1/messages" or request.method != "POST":
-            return web.json_response({"type": "error", "error": {"type": "not_found_error", "message": "Not found"}},
-                                     status=404)
+            error = {"type": "not_found_error", "message": f"no route for {request.method} {request.path}"}
+            return web.json_response({"type": "error", "error": error}, status=404)
         if isinstance(b, Fail):
             return web.json_response({"type": "error", "error": {"type": b.type, "message": b.message}},
                                      status=b.status, headers=b.headers)

@@ -160,6 +160,6 @@ def stream_error(provider: str, payload: dict[str, Any]) -> ProviderError:
     message = err.get("message") if isinstance(err, dict) else str(err)
     kind = (err.get("type") or "") if isinstance(err, dict) else ""
     text = f"{provider} failed mid-stream: {message}"
-    if kind in ("overloaded_error", "rate_limit_error", "server_error", "api_error"):
+    if kind in ("overloaded_error", "rate_limit_error", "server_error", "api_error", "timeout_error"):
         return TransientProviderError(text)
     return ProviderRouteError(text)

@@ -514,9 +514,9 @@ class AnthropicProvider:
 
     async def complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         assert self._session is not None, "provider not started"
-        payload = self._payload(model, body)
+        data = orjson.dumps(self._payload(model, body))
         with translate_errors(self.name):
-            async with self._session.post(self._url, json=payload, headers=self._headers) as resp:
+            async with self._session.post(self._url, data=data, headers=self._headers) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise status_error(self.name, resp.status, raw, resp.headers)
@@ -530,10 +530,10 @@ class AnthropicProvider:
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         assert self._session is not None, "provider not started"
-        payload = {**self._payload(model, body), "stream": True}
+        data = orjson.dumps({**self._payload(model, body), "stream": True})
         translator = StreamTranslator(self.name, model)
         with translate_errors(self.name):
-            async with self._session.post(self._url, json=payload, headers=self._headers) as resp:
+            async with self._session.post(self._url, data=data, headers=self._headers) as resp:
                 if resp.status >= 400:
                     raise status_error(self.name, resp.status, await resp.read(), resp.headers)
                 if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
@@ -541,8 +541,8 @@ class AnthropicProvider:
                         f"{self.name} answered a stream request with {resp.headers.get('Content-Type')!r}, "
                         "not text/event-stream"
                     )
-                async for event, data in sse_events(self.name, resp.content):
-                    for out in translator.feed(event, stream_chunk(self.name, data)):
+                async for event, raw in sse_events(self.name, resp.content):
+                    for out in translator.feed(event, stream_chunk(self.name, raw)):
                         yield out
                     if translator.stopped:
                         return

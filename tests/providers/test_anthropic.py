@@ -80,7 +80,7 @@ def headers_of(seen: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in seen.headers.items()}
 
 
-# --- pure translation: request -------------------------------------------------------------------------------
+# --- pure translation: request ------------------------------------------------------------------------------
 
 
 def test_entry_point_names_the_adapter() -> None:
@@ -149,7 +149,8 @@ def test_request_images_and_documents() -> None:
         {"type": "text", "text": "what is this?"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+        {"type": "document",
+         "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
     ]
     with pytest.raises(ProviderRejected, match="input_audio"):
         to_anthropic_request("m", {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]})
@@ -163,8 +164,10 @@ def test_request_tool_calls_and_merged_tool_results() -> None:
         "messages": [
             {"role": "user", "content": "weather in Paris and Rome?"},
             {"role": "assistant", "content": "", "tool_calls": [
-                {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+                {"id": "toolu_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+                {"id": "toolu_2", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
             ]},
             {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
             {"role": "tool", "tool_call_id": "toolu_2", "content": [{"type": "text", "text": "rainy"}]},
@@ -199,7 +202,8 @@ def test_request_tool_calls_and_merged_tool_results() -> None:
         ("auto", None, {"type": "auto"}),
         ("none", None, {"type": "none"}),
         ("required", None, {"type": "any"}),
-        ({"type": "function", "function": {"name": "get_weather"}}, None, {"type": "tool", "name": "get_weather"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, None,
+         {"type": "tool", "name": "get_weather"}),
         ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
         (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
     ],
@@ -224,7 +228,7 @@ def test_request_refuses_what_cannot_translate() -> None:
         to_anthropic_request("m", {"messages": [{"role": "tool", "content": "x"}]})
 
 
-# --- pure translation: response ------------------------------------------------------------------------------
+# --- pure translation: response -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -256,7 +260,8 @@ def test_response_text_and_tool_use() -> None:
     message = out["choices"][0]["message"]
     assert message["content"] == "Let me check."
     assert message["tool_calls"] == [
-        {"id": "toolu_9", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+        {"id": "toolu_9", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
     ]
     assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}
     only_tools = {**data, "content": data["content"][3:]}
@@ -266,12 +271,13 @@ def test_response_text_and_tool_use() -> None:
 
 
 def test_usage_counts_cache_tokens_as_prompt_tokens() -> None:
-    usage = {"input_tokens": 5, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 100, "output_tokens": 3}
+    usage = {"input_tokens": 5, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 100,
+             "output_tokens": 3}
     assert usage_from(usage) == {"prompt_tokens": 125, "completion_tokens": 3, "total_tokens": 128,
                                  "prompt_tokens_details": {"cached_tokens": 100}}
 
 
-# --- pure translation: stream --------------------------------------------------------------------------------
+# --- pure translation: stream -------------------------------------------------------------------------------
 
 
 def translate(events: list[tuple[str, dict[str, Any]]]) -> tuple[StreamTranslator, list[dict[str, Any]]]:
@@ -325,7 +331,7 @@ def test_stream_translation_error_events(error_type: str, raised: type[Exception
         translate([start, error])
 
 
-# --- the adapter against the fake, without the gateway -------------------------------------------------------
+# --- the adapter against the fake, without the gateway ------------------------------------------------------
 
 
 async def test_stream_without_message_stop_is_transient(claude: FakeAnthropic) -> None:
@@ -372,7 +378,7 @@ async def test_broken_answers_are_malformed(claude: FakeAnthropic, primary: Fake
         await other.aclose()
 
 
-# --- end to end: OpenAI SDK -> gateway -> anthropic adapter -> fake Anthropic ---------------------------------
+# --- end to end: OpenAI SDK -> gateway -> anthropic adapter -> fake Anthropic -------------------------------
 
 
 def test_chat_text_through_gateway(claude: FakeAnthropic, write_config, serve) -> None:
@@ -437,8 +443,9 @@ def test_tool_call_round_trip_through_gateway(claude: FakeAnthropic, write_confi
     calls = choice.message.tool_calls or []
     assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
         ("toolu_1", "get_weather", {"city": "Paris"}), ("toolu_2", "get_weather", {"city": "Rome"})]
-    assert claude.requests[0].body["tools"] == [{"name": "get_weather", "description": "The weather in a city",
-                                                 "input_schema": WEATHER_TOOL["function"]["parameters"]}]
+    assert claude.requests[0].body["tools"] == [
+        {"name": "get_weather", "description": "The weather in a city",
+         "input_schema": WEATHER_TOOL["function"]["parameters"]}]
     assert claude.requests[0].body["tool_choice"] == {"type": "any"}
 
     messages.append(choice.message.model_dump(exclude_none=True))
@@ -482,7 +489,8 @@ def test_stream_tool_call_through_gateway(claude: FakeAnthropic, write_config, s
     client = serve(write_config(config(claude))).client()
     args = {"city": "San Francisco", "unit": "celsius"}
     claude.script(Message(text=[], tool_calls=[ToolUse("get_weather", args, id="toolu_s", pieces=4)]))
-    stream = client.chat.completions.create(model="assistant", messages=USER, tools=[WEATHER_TOOL], stream=True)
+    stream = client.chat.completions.create(model="assistant", messages=USER, tools=[WEATHER_TOOL],
+                                            stream=True)
     calls: dict[int, dict[str, str]] = {}
     finish = None
     for c in stream:
@@ -569,4 +577,19 @@ def test_fake_message_body_matches_the_stream() -> None:
     m = Message(text=["a", "b"], tool_calls=[ToolUse()])
     _, chunks = translate(message_events(m, "claude-x"))
     streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert to_chat_completion("claude", "m", message_body(m, "claude-x"))["choices"][0]["message"]["content"] == streamed
+    completion = to_chat_completion("claude", "m", message_body(m, "claude-x"))
+    assert completion["choices"][0]["message"]["content"] == streamed
+
+
+def test_fake_speaks_anthropics_schema() -> None:
+    """The fake's messages and events validate against the official SDK's models of the API."""
+    types = pytest.importorskip("anthropic.types")
+    from pydantic import TypeAdapter
+
+    m = Message(text=["a", "b"], tool_calls=[ToolUse()],
+                usage={"input_tokens": 3, "cache_read_input_tokens": 2, "output_tokens": 5})
+    assert types.Message.model_validate(message_body(m, "claude-x")).stop_reason == "tool_use"
+    events = TypeAdapter(types.RawMessageStreamEvent)
+    for name, data in message_events(m, "claude-x"):
+        if name != "ping":
+            assert events.validate_python(data).type == name
