@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
+from typing import Any
+
 import jinja2
 import jsonschema
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -142,12 +144,26 @@ def _problems(
             message = "required key is missing"
         else:
             message = err["msg"]
-            if message.startswith("Value error, "):
-                message = message[len("Value error, ") :]
-            if "input" in err and err["type"] not in ("dict_type", "list_type", "model_type"):
-                message += f" (got {err['input']!r})"
+            message = message.removeprefix("Value error, ")
+            shown = _shown_input(loc, err.get("input"))
+            if shown:
+                message += f" (got {shown})"
         out.append((file, line_for(lines, loc), _dotted(loc), message))
     return out
+
+
+_SECRET_HINTS = ("key", "secret", "token", "password", "storage", "url", "header", "auth")
+
+
+def _shown_input(loc: Path, value: Any) -> str | None:
+    """The offending value, echoed only where that is safe and useful: a short scalar, in a field
+    whose name does not suggest a secret (a bad api_key or storage URL is not printed back to logs)."""
+    if isinstance(value, (dict, list)) or value is None:
+        return None
+    if any(hint in str(part).lower() for part in loc for hint in _SECRET_HINTS):
+        return None
+    text = repr(value)
+    return text if len(text) <= 80 else None
 
 
 def _semantic_problems(config: Config) -> list[tuple[str, int | None, str, str]]:
@@ -170,7 +186,8 @@ def _semantic_problems(config: Config) -> list[tuple[str, int | None, str, str]]
             except jinja2.TemplateSyntaxError as exc:
                 loc = base + ("prompt", i, "content")
                 problems.append((config.file, line_for(config.lines, loc), _dotted(loc), f"template error: {exc.message}"))
-        if feature.fallback_response is not None and feature.output_schema is not None and feature.prompt is not None:
+        schema_ok = not any(p[2].startswith(_dotted(base + ("output_schema",))) for p in problems)
+        if feature.fallback_response is not None and feature.output_schema is not None and schema_ok:
             try:
                 jsonschema.validate(feature.fallback_response, feature.output_schema)
             except jsonschema.ValidationError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -103,12 +103,13 @@ class ConfigModel(Strict):
 
     @field_validator("features", "providers")
     @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _names(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(
+                raise _LocatedError(
+                    (str(info.field_name), name),
                     f"name {name!r} must be 1-128 characters of letters, digits, '.', '_' or '-', "
-                    "starting with a letter or digit"
+                    "starting with a letter or digit",
                 )
         return value
 

@@ -6,7 +6,6 @@ aiohttp was chosen by measurement over httpx: see ``bench/http_clients.py`` and 
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -99,7 +98,7 @@ def translate_errors(provider: str) -> Iterator[None]:
         yield
     except ProviderError:
         raise
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise ProviderTimeout(f"{provider} did not answer in time") from exc
     except aiohttp.ClientConnectorError as exc:
         raise ProviderConnectError(f"cannot connect to {provider}: {exc.strerror or exc}") from exc

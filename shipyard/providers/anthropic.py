@@ -69,8 +69,7 @@ class AnthropicSettings(ProviderSettings):
 def messages_url(base_url: str) -> str:
     """``{root}/v1/messages`` for a base URL given with or without ``/v1`` (and trailing slashes)."""
     root = base_url.rstrip("/")
-    if root.endswith("/v1"):
-        root = root[: -len("/v1")]
+    root = root.removesuffix("/v1")
     return root + "/v1/messages"
 
 

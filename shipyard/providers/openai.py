@@ -11,7 +11,15 @@ from pydantic import Field
 
 from ..errors import MalformedResponse, TransientProviderError
 from . import ProviderSettings
-from ._http import new_session, parse_json, sse_events, status_error, stream_chunk, stream_error, translate_errors
+from ._http import (
+    new_session,
+    parse_json,
+    sse_events,
+    status_error,
+    stream_chunk,
+    stream_error,
+    translate_errors,
+)
 
 
 class OpenAISettings(ProviderSettings):

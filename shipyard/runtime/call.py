@@ -108,7 +108,7 @@ class ChunkStream:
     once, whether the stream ended, broke, or the consumer stopped early, so the trace is always written.
     """
 
-    __slots__ = ("call", "_first", "_rest", "_idle_s", "_on_close", "_closed")
+    __slots__ = ("_closed", "_first", "_idle_s", "_on_close", "_rest", "call")
 
     def __init__(
         self,

@@ -52,8 +52,20 @@ class CircuitBreaker:
     """
 
     __slots__ = (
-        "failure_ratio", "min_calls", "window_s", "cooldown_s", "probes", "clock",
-        "_n", "_width", "_calls", "_fails", "_epochs", "_state", "_opened_at", "_in_flight",
+        "_calls",
+        "_epochs",
+        "_fails",
+        "_in_flight",
+        "_n",
+        "_opened_at",
+        "_state",
+        "_width",
+        "clock",
+        "cooldown_s",
+        "failure_ratio",
+        "min_calls",
+        "probes",
+        "window_s",
     )
 
     def __init__(

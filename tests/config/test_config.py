@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import math
 import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -458,10 +456,6 @@ def test_invalid_provider_name() -> None:
     assert any(p[2].startswith("providers") and "'p q'" in p[3] for p in found), found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an invalid name is reported on the parent mapping (`features`), not on the bad key's line",
-)
 def test_invalid_name_points_at_the_name_itself() -> None:
     text = edit(MINIMAL, "  f:\n", "  'bad name':\n")
     file, line, field, message = one_problem(text)
@@ -469,10 +463,6 @@ def test_invalid_name_points_at_the_name_itself() -> None:
     assert field == "features.bad name"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the error for an invalid provider name echoes the whole providers mapping, api_key included",
-)
 def test_invalid_provider_name_error_does_not_leak_the_api_key() -> None:
     text = edit(MINIMAL, "    kind: openai\n", "    kind: openai\n    api_key: ${KEY}\n")
     text = text.replace("  p:\n", "  'p q':\n").replace("provider: p,", "provider: 'p q',")
@@ -502,10 +492,6 @@ def test_bad_storage_url_from_env_points_at_the_storage_line() -> None:
     assert one_problem(text, env={"DB": "redis://x"})[1:3] == (line_of(text, "storage:"), "storage")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a rejected storage URL is echoed in the error message, database password included",
-)
 def test_bad_storage_url_error_does_not_leak_the_password() -> None:
     text = "storage: ${DB}\n" + MINIMAL
     file, line, field, message = one_problem(text, env={"DB": "postgres://app:hunter2@db/shipyard"})
@@ -524,12 +510,6 @@ def test_invalid_input_schema() -> None:
     assert message.startswith("not a valid JSON Schema:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=jsonschema.SchemaError,
-    reason="BUG: an invalid output_schema in a feature with prompt and fallback_response crashes parse_config "
-    "with a raw jsonschema.SchemaError (the fallback check re-validates the broken schema)",
-)
 def test_invalid_output_schema_top_level() -> None:
     # the example's extract-intent has prompt + fallback_response, like most typed features will
     text = edit(EXAMPLE, "      required: [category]\n", "      required: category\n")
@@ -591,10 +571,6 @@ def test_fallback_response_missing_a_required_property() -> None:
     assert "'category' is a required property" in one_problem(text)[3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fallback_response is only checked against output_schema when the feature has a prompt",
-)
 def test_fallback_response_must_match_output_schema_without_prompt() -> None:
     # invoke/chat on a feature with output_schema but no prompt still enforce the schema, and hand out
     # fallback_response when no route meets it: a fallback that breaks the schema must fail at load.

@@ -59,8 +59,8 @@ def _reset_claude(request: pytest.FixtureRequest) -> None:
 
 def config(claude: FakeAnthropic, backup: FakeUpstream | None = None, *, retries: int = 1,
            base_url: str | None = None) -> str:
-    second = f"""
-          - {{provider: backup, model: small-model, timeout_s: 1, retries: 0}}""" if backup else ""
+    second = """
+          - {provider: backup, model: small-model, timeout_s: 1, retries: 0}""" if backup else ""
     backup_provider = f"""
       backup: {{kind: openai, base_url: "{backup.url}", api_key: none}}""" if backup else ""
     return f"""

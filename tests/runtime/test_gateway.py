@@ -8,7 +8,6 @@ from shipyard import Gateway, load_config
 from shipyard.errors import AllRoutesFailed, InputValidationError, UnknownFeature
 from tests.conftest import OWNERS, two_route_config
 from tests.fakes import Fail, Reply, Stream
-from tests.runtime import inprocess_models
 
 MSG = [{"role": "user", "content": "hi there"}]
 
