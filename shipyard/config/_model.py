@@ -116,7 +116,7 @@ class ConfigModel(Strict):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str) -> str:
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+        if not re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://", value):
             raise ValueError("storage must be a sqlite:///PATH or postgresql://USER@HOST/DB URL")
         return value
 

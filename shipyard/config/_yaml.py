@@ -18,6 +18,7 @@ Path = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$\$")
 
 
+_KEY: Any = object()  # a path element no YAML key can equal: where a mapping key's own value is built
 _SCALAR_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
 
 
@@ -78,7 +79,7 @@ def load_yaml(text: str, env: Mapping[str, str] | None = None) -> tuple[Any, dic
             for key_node, value_node in n.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     raise YamlProblem(key_node.start_mark.line + 1, field, "YAML merge keys (<<) are not supported")
-                key = build(key_node, path + ("<key>",))
+                key = build(key_node, path + (_KEY,))
                 if not isinstance(key, (str, int)):
                     raise YamlProblem(key_node.start_mark.line + 1, field, "mapping keys must be strings")
                 key = str(key)
@@ -88,7 +89,7 @@ def load_yaml(text: str, env: Mapping[str, str] | None = None) -> tuple[Any, dic
                     )
                 lines[path + (key,)] = key_node.start_mark.line + 1
                 out[key] = build(value_node, path + (key,))
-            lines.pop(path + ("<key>",), None)
+            lines.pop(path + (_KEY,), None)
             return out
         if isinstance(n, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(n.value)]
