@@ -494,7 +494,7 @@ def test_bad_storage_url_from_env_points_at_the_storage_line() -> None:
 
 def test_bad_storage_url_error_does_not_leak_the_password() -> None:
     text = "storage: ${DB}\n" + MINIMAL
-    file, line, field, message = one_problem(text, env={"DB": "postgres://app:hunter2@db/shipyard"})
+    file, line, field, message = one_problem(text, env={"DB": "mysql://app:hunter2@db/shipyard"})
     assert "hunter2" not in message
 
 
