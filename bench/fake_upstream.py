@@ -26,7 +26,10 @@ BODY = json.dumps(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "Hello! This is a fixed reply from the fake upstream."},
+                "message": {
+                    "role": "assistant",
+                    "content": "Hello! This is a fixed reply from the fake upstream.",
+                },
                 "logprobs": None,
                 "finish_reason": "stop",
             }
