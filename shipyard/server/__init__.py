@@ -34,7 +34,7 @@ def serve(gateway: Gateway, host: str, port: int, *, log_level: str = "warning")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise
     config = uvicorn.Config(
-        create_app(gateway),
+        create_app(gateway, freeze_heap=True),
         host=host,
         port=port,
         loop="uvloop",

@@ -6,6 +6,7 @@ Every error leaves as OpenAI-style JSON with the trace id; nothing else ever rea
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -187,12 +188,20 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return json_response(ShipyardError("internal error; the server log has the details").to_dict(), 500)
 
 
-def create_app(gateway: Gateway) -> Starlette:
+def create_app(gateway: Gateway, *, freeze_heap: bool = False) -> Starlette:
+    """The ASGI app over ``gateway``. ``freeze_heap`` is for a process that serves only this app."""
     api = Api(gateway)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        if freeze_heap:
+            # Everything allocated so far (modules, config, schemas, pools) lives as long as the
+            # process: move it out of the collector's sight. Full collections over that heap cost
+            # ~65 ms each, several times a second under load; after a freeze they stay short
+            # (bench/overhead.py: p99 at saturation 63-160 ms -> ~16 ms, CPU/request -20%).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
