@@ -30,6 +30,11 @@ def schema_errors(validator: Any, value: Any) -> list[dict[str, str]]:
     return out
 
 
+def describe(problems: list[dict[str, str]]) -> str:
+    """Schema problems on one line: ``$.a: too short; $.b: not one of ...``."""
+    return "; ".join(f"{p['path']}: {p['message']}" for p in problems)
+
+
 @dataclass(eq=False)
 class Feature:
     name: str

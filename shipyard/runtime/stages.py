@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..providers._format import chat_completion, chunks_from_completion, message_text
 from .call import Attempt, Call, ChunkStream
-from .feature import schema_errors
+from .feature import describe, schema_errors
 
 Next = Callable[[Call], Awaitable[Any]]
 
@@ -104,9 +104,9 @@ class InputContract:
         if feature.input_validator is not None:
             problems = schema_errors(feature.input_validator, call.input)
             if problems:
-                listing = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
                 raise InputValidationError(
-                    f"input does not match the input_schema of {feature.name}: {listing}", details=problems
+                    f"input does not match the input_schema of {feature.name}: {describe(problems)}",
+                    details=problems,
                 )
         call.body["messages"] = feature.render(call.input)
         return await next(call)
@@ -122,9 +122,7 @@ class Fallback:
             return await next(call)
         except self.CATCHES as exc:
             fallback = call.feature.spec.fallback_response
-            if fallback is None:
-                raise
-            if call.op == "embed":
+            if fallback is None or call.op == "embed":
                 raise
             call.event("fallback", reason=exc.code, message=exc.message)
         call.route, call.route_index, call.status = "fallback", None, "fallback"
@@ -185,30 +183,35 @@ class OutputContract:
                 return result
             served = call.route_index if call.route_index is not None else 0
             call.event("output_contract_failed", route=call.route, problems=problems[:10])
-            try:
-                if feature.spec.repair and repaired_at != served:
-                    repaired_at = served
-                    call.body["messages"] = [*original, *self.repair_messages(text, problems)]
-                    call.route_only = served
-                    call.event("repair", route=call.route)
-                    try:
-                        result = await next(call)
-                        continue
-                    except (AllRoutesFailed, DeadlineExceeded):
-                        pass
-                    finally:
-                        call.route_only = None
-                call.body["messages"] = original
-                call.route_from = served + 1
-                if call.route_from >= n_routes:
-                    listing = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
-                    raise OutputContractError(
-                        f"no route of {feature.name} produced an answer matching its output_schema: {listing}",
-                        details=problems,
-                    )
-                result = await next(call)
-            finally:
-                call.route_only = None
+            if feature.spec.repair and repaired_at != served:
+                repaired_at = served
+                repaired = await self._repair(call, next, original, text, problems, served)
+                if repaired is not None:
+                    result = repaired
+                    continue  # check the repaired answer; a second failure moves on
+            call.body["messages"] = original
+            call.route_from = served + 1
+            if call.route_from >= n_routes:
+                raise OutputContractError(
+                    f"no route of {feature.name} produced an answer matching its output_schema: "
+                    + describe(problems),
+                    details=problems,
+                )
+            result = await next(call)
+
+    async def _repair(
+        self, call: Call, next: Next, original: list[Any], text: str, problems: list[dict[str, str]], route: int
+    ) -> Any:
+        """Ask ``route`` once more, showing it its answer and what was wrong; None if that attempt failed."""
+        call.body["messages"] = [*original, *self.repair_messages(text, problems)]
+        call.route_only = route
+        call.event("repair", route=call.route)
+        try:
+            return await next(call)
+        except (AllRoutesFailed, DeadlineExceeded):
+            return None
+        finally:
+            call.route_only = None
 
     def check(self, call: Call, text: str) -> tuple[Any, list[dict[str, str]]]:
         try:
