@@ -8,6 +8,7 @@ worker thread.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import tempfile
 import threading
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
@@ -105,21 +107,41 @@ class Store:
     # -- traces ------------------------------------------------------------------------------------
 
     def insert_traces(self, records: Iterable[dict[str, Any]]) -> int:
-        trace_rows: list[dict[str, Any]] = []
-        attempt_rows: list[dict[str, Any]] = []
+        """Write a batch of trace records (and their attempts) in one transaction.
+
+        The rows go to the driver's executemany as plain tuples: SQLAlchemy's per-row parameter
+        processing cost more than the insert itself (~15% of the gateway's CPU per call, py-spy)."""
+        trace_rows: list[tuple[Any, ...]] = []
+        attempt_rows: list[tuple[Any, ...]] = []
+        dumps = orjson.dumps
         for rec in records:
-            row = {c: rec.get(c) for c in _TRACE_COLUMNS}
-            row["attempt_count"] = len(rec.get("attempts") or ())
-            trace_rows.append(row)
-            for seq, att in enumerate(rec.get("attempts") or ()):
-                attempt_rows.append({**{c: att.get(c) for c in _ATTEMPT_COLUMNS}, "trace_id": rec["trace_id"], "seq": seq})
+            calls = rec.get("attempts") or ()
+            trace_rows.append(
+                (*[rec.get(c) for c in _TRACE_PLAIN], dumps(rec.get("events") or []).decode(), len(calls))
+            )
+            trace_id = rec["trace_id"]
+            for seq, att in enumerate(calls):
+                attempt_rows.append((trace_id, seq, *[att.get(c) for c in _ATTEMPT_PLAIN]))
         if not trace_rows:
             return 0
+        trace_sql, attempt_sql = self._insert_sql
         with self.engine.begin() as conn:
-            conn.execute(traces.insert(), trace_rows)
+            conn.exec_driver_sql(trace_sql, trace_rows)
             if attempt_rows:
-                conn.execute(attempts.insert(), attempt_rows)
+                conn.exec_driver_sql(attempt_sql, attempt_rows)
         return len(trace_rows)
+
+    @functools.cached_property
+    def _insert_sql(self) -> tuple[str, str]:
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+        def insert(table: str, columns: list[str]) -> str:
+            return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+
+        return (
+            insert("traces", [*_TRACE_PLAIN, "events", "attempt_count"]),
+            insert("trace_attempts", ["trace_id", "seq", *_ATTEMPT_PLAIN]),
+        )
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -150,5 +172,5 @@ def _plain(row: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {str(k): v for k, v in row.items() if k not in skip}
 
 
-_TRACE_COLUMNS = [c.name for c in traces.columns if c.name != "attempt_count"]
-_ATTEMPT_COLUMNS = [c.name for c in attempts.columns if c.name not in ("id", "trace_id", "seq")]
+_TRACE_PLAIN = [c.name for c in traces.columns if c.name not in ("events", "attempt_count")]
+_ATTEMPT_PLAIN = [c.name for c in attempts.columns if c.name not in ("id", "trace_id", "seq")]
