@@ -52,6 +52,7 @@ class CircuitBreaker:
     """
 
     __slots__ = (
+        "_generation",
         "_calls",
         "_epochs",
         "_fails",
@@ -93,31 +94,43 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._opened_at = 0.0
         self._in_flight = 0
+        self._generation = 0  # bumped on every state change: tells a probe from a straggler
 
     @property
     def state(self) -> BreakerState:
         if self._state is BreakerState.OPEN and self.clock() - self._opened_at >= self.cooldown_s:
             self._state = BreakerState.HALF_OPEN
             self._in_flight = 0
+            self._generation += 1
         return self._state
+
+    def admit(self) -> int | None:
+        """A ticket if a call may go through now, else None. In half-open, a ticket reserves one probe.
+        Pass the ticket to record()/release(): an outcome from a call admitted in an earlier state (a
+        slow call that started before the breaker opened) then cannot close or re-open it."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return self._generation
+        if state is BreakerState.HALF_OPEN and self._in_flight < self.probes:
+            self._in_flight += 1
+            return self._generation
+        return None
 
     def allow(self) -> bool:
         """May a call go through now? In half-open, a True reserves one probe: report it with record()."""
-        state = self.state
-        if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.HALF_OPEN and self._in_flight < self.probes:
-            self._in_flight += 1
-            return True
-        return False
+        return self.admit() is not None
 
-    def release(self) -> None:
+    def release(self, ticket: int | None = None) -> None:
         """A call that was allowed ended without telling anything about the route's health."""
+        if ticket is not None and ticket != self._generation:
+            return
         if self._state is BreakerState.HALF_OPEN and self._in_flight > 0:
             self._in_flight -= 1
 
-    def record(self, success: bool) -> None:
+    def record(self, success: bool, ticket: int | None = None) -> None:
         state = self.state
+        if ticket is not None and ticket != self._generation:
+            return  # admitted in an earlier state: says nothing about the route since then
         if state is BreakerState.HALF_OPEN:
             self._in_flight = max(0, self._in_flight - 1)
             if success:
@@ -147,11 +160,13 @@ class CircuitBreaker:
             self._open()
 
     def _open(self) -> None:
+        self._generation += 1
         self._state = BreakerState.OPEN
         self._opened_at = self.clock()
         self._in_flight = 0
 
     def _close(self) -> None:
+        self._generation += 1
         self._state = BreakerState.CLOSED
         self._calls = [0] * self._n
         self._fails = [0] * self._n

@@ -274,7 +274,8 @@ class Route:
                 remaining = call.deadline - self.clock()
                 if remaining <= 0:
                     raise self._deadline(call)
-                if not breaker.allow():
+                ticket = breaker.admit()
+                if ticket is None:
                     call.attempts.append(
                         Attempt(route.provider, route.model, "skipped", error_type="circuit_open",
                                 error_message=f"circuit breaker of {route.label} is open",
@@ -296,12 +297,12 @@ class Route:
                 except ProviderError as exc:
                     err = exc
                 except UnsupportedOperation:
-                    breaker.release()
+                    breaker.release(ticket)
                     raise
                 else:
                     attempt.latency_ms = (self.clock() - started) * 1000.0
                     call.attempts.append(attempt)
-                    breaker.record(True)
+                    breaker.record(True, ticket)
                     call.route, call.route_index = route.label, index
                     if isinstance(result, dict):
                         call.add_usage(result.get("usage"))
@@ -313,9 +314,9 @@ class Route:
                 attempt.status_code = err.status_code
                 call.attempts.append(attempt)
                 if isinstance(err, ProviderRejected):
-                    breaker.release()  # the request's fault says nothing about the route's health
+                    breaker.release(ticket)  # the request's fault says nothing about the route's health
                     raise err
-                breaker.record(False)
+                breaker.record(False, ticket)
                 last = err
                 if not isinstance(err, TransientProviderError) or retry == route.retries:
                     break

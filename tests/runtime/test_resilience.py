@@ -673,3 +673,20 @@ def test_breaker_never_opens_with_fewer_than_min_calls_in_the_window(
             recent = [t for t in seen if clock.now - t < window_s + 1e-9]
             assert len(recent) >= min_calls
             return
+
+
+def test_a_straggler_admitted_before_the_breaker_opened_cannot_close_it() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_ratio=0.5, min_calls=2, window_s=10, cooldown_s=5, clock=lambda: now[0])
+    slow = breaker.admit()  # a long call starts while closed
+    for _ in range(2):
+        breaker.record(False, breaker.admit())
+    assert breaker.state.value == "open"
+    now[0] = 6.0
+    assert breaker.state.value == "half_open"
+    probe = breaker.admit()
+    breaker.record(True, slow)  # the slow call finally succeeds: it says nothing about now
+    assert breaker.state.value == "half_open"
+    assert breaker.admit() is None  # the one probe is still out
+    breaker.record(False, probe)
+    assert breaker.state.value == "open"
