@@ -27,7 +27,7 @@ class ProviderSpec(BaseModel):
 
 class RouteSpec(Strict):
     provider: str
-    model: str
+    model: str = Field(min_length=1, max_length=200)
     timeout_s: float = Field(30.0, gt=0, le=3600)
     retries: int = Field(1, ge=0, le=10)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -84,7 +84,7 @@ class FeatureSpec(Strict):
 class ServerSpec(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=1, le=65535)
-    drain_timeout_s: float = Field(30.0, ge=0)
+    drain_timeout_s: float = Field(30.0, gt=0)
     max_body_mb: float = Field(16.0, gt=0)
 
 

@@ -31,6 +31,10 @@ class OpenAISettings(ProviderSettings):
     query: dict[str, str] = Field(default_factory=dict)
     """Added to every URL, e.g. ``{api-version: 2024-06-01}`` for Azure."""
     max_connections: int = Field(1000, ge=1)
+    stream_usage: bool = True
+    """Ask for token usage at the end of every stream (``stream_options.include_usage``), so that
+    streamed calls are counted even when the client did not ask; the usage chunk reaches only clients
+    that asked for it. Set false for a server that rejects ``stream_options``."""
 
 
 class OpenAIProvider:
@@ -82,6 +86,8 @@ class OpenAIProvider:
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         assert self._session is not None, "provider not started"
         payload = {**body, "model": model, "stream": True}
+        if self.settings.stream_usage:
+            payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         with translate_errors(self.name):
             async with self._session.post(
                 self._chat_url, data=orjson.dumps(payload), headers=self._headers, params=self._params

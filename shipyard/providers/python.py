@@ -9,10 +9,12 @@ An optional ``embed_target`` does the same for embeddings: it gets the request a
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ class PythonSettings(ProviderSettings):
     embed_target: str | None = Field(None, pattern=_TARGET)
     options: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments passed to the function on every call."""
+    max_workers: int = Field(8, ge=1, le=256)
+    """Threads for a sync function; a call that timed out keeps its thread until the function returns."""
     path: str | None = None
     """A folder to import the target from, relative to the config file (e.g. ``.`` for the file's own)."""
 
@@ -71,21 +75,28 @@ class PythonProvider:
         self.settings = settings
         self._fn: Callable[..., Any] | None = None
         self._embed_fn: Callable[..., Any] | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         # Importing may train or load a model: do it off the event loop, once, at start.
+        # Its own threads: a slow model that outlives its timeout must not starve the process's
+        # shared pool (trace reads, migrations, other providers).
+        self._executor = ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix=f"shipyard-{self.name}")
         self._fn = await asyncio.to_thread(load_target, self.settings.target, self.settings.path)
         if self.settings.embed_target:
             self._embed_fn = await asyncio.to_thread(load_target, self.settings.embed_target, self.settings.path)
 
     async def aclose(self) -> None:
-        return None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def _run(self, fn: Callable[..., Any], request: dict[str, Any]) -> Any:
         try:
             if inspect.iscoroutinefunction(fn):
                 return await fn(request, **self.settings.options)
-            return await asyncio.to_thread(fn, request, **self.settings.options)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, functools.partial(fn, request, **self.settings.options))
         except (ProviderRouteError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the model's own failure: this route cannot serve

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ProviderError, ShipyardError, TransientProviderError, error_class_name
+from ..errors import DeadlineExceeded, ShipyardError, TransientProviderError, error_class_name
 
 if TYPE_CHECKING:
     from .feature import Feature
@@ -76,6 +76,7 @@ class Call:
     error: ShipyardError | None = None
     usage: dict[str, Any] | None = None
     output: Any = None
+    streamed: bool = False  # a chunk reached the client: its HTTP status was 200, whatever follows
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -108,7 +109,7 @@ class ChunkStream:
     once, whether the stream ended, broke, or the consumer stopped early, so the trace is always written.
     """
 
-    __slots__ = ("_closed", "_first", "_idle_s", "_on_close", "_rest", "call")
+    __slots__ = ("_closed", "_first", "_idle_s", "_on_close", "_rest", "_usage_wanted", "call")
 
     def __init__(
         self,
@@ -116,11 +117,13 @@ class ChunkStream:
         first: dict[str, Any],
         rest: AsyncIterator[dict[str, Any]],
         idle_s: float,
+        usage_wanted: bool = True,
     ) -> None:
         self.call = call
         self._first: dict[str, Any] | None = first
         self._rest = rest
         self._idle_s = idle_s
+        self._usage_wanted = usage_wanted
         self._on_close: list[Callable[[Call], None]] = []
         self._closed = False
 
@@ -130,30 +133,42 @@ class ChunkStream:
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
 
+    async def _next(self) -> dict[str, Any]:
+        """The next chunk, within the idle timeout and what is left of the feature's deadline."""
+        call = self.call
+        remaining = call.remaining()
+        try:
+            async with asyncio.timeout(max(0.0, min(self._idle_s, remaining))):
+                return await anext(self._rest)
+        except TimeoutError:
+            if remaining <= self._idle_s:
+                raise DeadlineExceeded(
+                    f"{call.feature.name} did not finish streaming within its deadline of "
+                    f"{call.feature.spec.deadline_s:g}s"
+                ) from None
+            raise TransientProviderError(
+                f"{call.route} sent nothing for {self._idle_s:g}s in the middle of a stream"
+            ) from None
+
     async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
         call = self.call
         try:
             if self._first is not None:
                 first, self._first = self._first, None
-                self._note_usage(first)
-                yield first
+                if self._keep(first):
+                    call.streamed = True
+                    yield first
             while True:
                 try:
-                    async with asyncio.timeout(self._idle_s):
-                        chunk = await anext(self._rest)
+                    chunk = await self._next()
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    raise TransientProviderError(
-                        f"{call.route} sent nothing for {self._idle_s:g}s in the middle of a stream"
-                    ) from None
-                self._note_usage(chunk)
-                yield chunk
+                if self._keep(chunk):
+                    call.streamed = True
+                    yield chunk
             call.status = "ok" if call.status == "pending" else call.status
-        except ProviderError as exc:
-            call.status = "error"
-            call.error = exc
-            call.event("stream_broken", error_type=error_class_name(exc), message=exc.message)
+        except ShipyardError as exc:
+            self._broken(exc)
             raise
         except GeneratorExit:
             if call.status == "pending":
@@ -163,13 +178,27 @@ class ChunkStream:
             if call.status == "pending":
                 call.status = "client_closed"
             raise
+        except Exception as exc:  # an adapter bug: the client still gets a clean error event
+            call.event("internal_error", error_type=type(exc).__name__, message=str(exc)[:500])
+            err = ShipyardError(f"internal error ({type(exc).__name__}) in the middle of a stream; see the trace")
+            self._broken(err)
+            raise err from exc
         finally:
             await self.aclose()
 
-    def _note_usage(self, chunk: dict[str, Any]) -> None:
+    def _broken(self, exc: ShipyardError) -> None:
+        self.call.status = "error"
+        self.call.error = exc
+        self.call.event("stream_broken", error_type=error_class_name(exc), message=exc.message)
+
+    def _keep(self, chunk: dict[str, Any]) -> bool:
+        """Count usage; pass a usage-only chunk on only to a caller that asked for one (as OpenAI does)."""
         usage = chunk.get("usage")
         if usage:
             self.call.add_usage(usage)
+            if not chunk.get("choices"):
+                return self._usage_wanted
+        return True
 
     async def aclose(self) -> None:
         if self._closed:

@@ -81,7 +81,7 @@ class Record:
                 "status": call.status,
                 "error_type": error_class_name(err) if err else None,
                 "error_message": err.message if err else None,
-                "http_status": err.status if err else 200,
+                "http_status": 200 if call.streamed or not err else err.status,
                 "route": call.route,
                 "started_at": call.started_at,
                 "latency_ms": round(call.elapsed_ms(), 3),
@@ -141,7 +141,7 @@ class Fallback:
                 for piece in others:
                     yield piece
 
-            return ChunkStream(call, first, rest(), idle_s=1.0)
+            return ChunkStream(call, first, rest(), idle_s=1.0, usage_wanted=_usage_wanted(call))
         return completion
 
 
@@ -208,7 +208,9 @@ class OutputContract:
         call.event("repair", route=call.route)
         try:
             return await next(call)
-        except (AllRoutesFailed, DeadlineExceeded):
+        except (AllRoutesFailed, DeadlineExceeded, ProviderRejected):
+            # ProviderRejected too: the longer repair conversation may overflow the context, which
+            # is no fault of the caller's accepted request.
             return None
         finally:
             call.route_only = None
@@ -236,6 +238,11 @@ class OutputContract:
                 f"{listing}\nAnswer again with only the corrected JSON, nothing else.",
             },
         ]
+
+
+def _usage_wanted(call: Call) -> bool:
+    options = call.body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
 class Route:
@@ -296,7 +303,9 @@ class Route:
                     )
                 except ProviderError as exc:
                     err = exc
-                except UnsupportedOperation:
+                except BaseException:
+                    # Cancelled, unsupported, or an adapter bug: no verdict on the route's health, but
+                    # the half-open probe slot this call may hold must be given back.
                     breaker.release(ticket)
                     raise
                 else:
@@ -347,7 +356,7 @@ class Route:
         except BaseException:
             await chunks.aclose()
             raise
-        return ChunkStream(call, first, chunks, idle_s=idle_s)
+        return ChunkStream(call, first, chunks, idle_s=idle_s, usage_wanted=_usage_wanted(call))
 
     @staticmethod
     def _deadline(call: Call) -> DeadlineExceeded:

@@ -42,7 +42,7 @@ def serve(gateway: Gateway, host: str, port: int, *, log_level: str = "warning")
         lifespan="on",
         access_log=False,
         log_level=log_level,
-        timeout_graceful_shutdown=int(gateway.config.model.server.drain_timeout_s) or None,
+        timeout_graceful_shutdown=gateway.config.model.server.drain_timeout_s,  # type: ignore[arg-type]
         backlog=4096,
         proxy_headers=False,  # nothing reads the client address yet; saves a middleware per request
     )

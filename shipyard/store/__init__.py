@@ -117,11 +117,11 @@ class Store:
         for rec in records:
             calls = rec.get("attempts") or ()
             trace_rows.append(
-                (*[rec.get(c) for c in _TRACE_PLAIN], dumps(rec.get("events") or []).decode(), len(calls))
+                (*[_clean(rec.get(c)) for c in _TRACE_PLAIN], _clean(dumps(rec.get("events") or []).decode()), len(calls))
             )
             trace_id = rec["trace_id"]
             for seq, att in enumerate(calls):
-                attempt_rows.append((trace_id, seq, *[att.get(c) for c in _ATTEMPT_PLAIN]))
+                attempt_rows.append((trace_id, seq, *[_clean(att.get(c)) for c in _ATTEMPT_PLAIN]))
         if not trace_rows:
             return 0
         trace_sql, attempt_sql = self._insert_sql
@@ -165,6 +165,13 @@ class Store:
     def count_traces(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one())
+
+
+def _clean(value: Any) -> Any:
+    """Text as every store takes it: PostgreSQL refuses NUL characters (an upstream may send them)."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
 
 
 def _plain(row: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:

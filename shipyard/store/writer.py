@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 log = logging.getLogger("shipyard.store")
@@ -32,11 +33,14 @@ class TraceWriter:
         self.written = 0
         self.dropped = 0
         self.write_errors = 0
+        self.rejected = 0
         self._pending: list[dict[str, Any]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._lock = threading.Lock()  # flush_sync (atexit) and the flusher never write the same batch
+        # Its own thread: a busy shared pool (slow in-process models) must never hold traces back.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-traces")
 
     def submit(self, record: dict[str, Any]) -> None:
         """Queue one record. Never blocks, never raises."""
@@ -72,7 +76,7 @@ class TraceWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await asyncio.to_thread(self._write, batch)
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
             except Exception as exc:  # noqa: BLE001 - keep the records, try again on the next tick
                 self.write_errors += 1
                 log.error("writing %d trace(s) failed (%s); will retry", len(batch), exc)
@@ -83,7 +87,32 @@ class TraceWriter:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         with self._lock:
-            self.written += self.sink.insert_traces(batch)
+            try:
+                self.written += self.sink.insert_traces(batch)
+                return
+            except Exception:  # noqa: BLE001 - find out whether the store is down or one record is bad
+                if len(batch) == 1:
+                    raise
+            # Record by record: when some records go in and others do not, the others are bad (a value
+            # the store refuses): drop and count them. When none goes in, the store itself is failing:
+            # raise, and the whole batch is kept for the next try.
+            failed: list[tuple[dict[str, Any], Exception]] = []
+            for record in batch:
+                try:
+                    self.written += self.sink.insert_traces([record])
+                except Exception as exc:  # noqa: BLE001
+                    failed.append((record, exc))
+            if len(failed) == len(batch):
+                raise failed[0][1]
+            retried = []
+            for record, _ in failed:  # once more: the store may have hiccuped, not refused
+                try:
+                    self.written += self.sink.insert_traces([record])
+                except Exception as exc:  # noqa: BLE001
+                    retried.append((record, exc))
+            for record, exc in retried:
+                self.rejected += 1
+                log.error("the trace store rejected trace %s (%s); dropped it", record.get("trace_id"), exc)
 
     async def aclose(self) -> None:
         """Stop the flusher and write everything still pending (retrying a few times on errors)."""
@@ -96,11 +125,13 @@ class TraceWriter:
         for attempt in range(5):
             await self.flush()
             if not self._pending:
+                self._executor.shutdown(wait=False)
                 return
             await asyncio.sleep(0.2 * (attempt + 1))
         self.dropped += len(self._pending)
         log.error("could not write %d trace(s) at shutdown", len(self._pending))
         self._pending = []
+        self._executor.shutdown(wait=False)
 
     def flush_sync(self) -> None:
         """Last resort at interpreter exit (a notebook that never closed its gateway)."""

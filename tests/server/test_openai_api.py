@@ -200,3 +200,14 @@ def test_an_oversized_body_is_refused_with_413(served):
 
     r = httpx.post(served.base_url + "/v1/chat/completions", content=chunks())  # no content-length: chunked
     assert r.status_code == 413
+
+
+def test_stream_usage_is_always_recorded_but_only_sent_when_asked(served, primary):
+    primary.script(Stream(["a", "b"]))
+    with served.client().chat.completions.with_streaming_response.create(model="triage", messages=MSG, stream=True) as resp:
+        chunks = list(resp.parse())
+        trace_id = resp.headers["x-shipyard-trace-id"]
+    assert all(c.choices for c in chunks)  # no usage-only chunk for a client that did not ask
+    assert primary.requests[-1].body["stream_options"] == {"include_usage": True}
+    trace = httpx.get(f"{served.base_url}/v1/traces/{trace_id}").json()
+    assert trace["total_tokens"] == 7 and trace["status"] == "ok"
