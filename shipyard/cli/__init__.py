@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import sys
@@ -65,6 +66,10 @@ def serve(
     from ..server import serve as run_server
 
     gateway = _gateway(config)
+    try:
+        asyncio.run(gateway.check_providers())
+    except ConfigError as exc:
+        _config_failure(exc)
     spec = gateway.config.model.server
     host, port = host or spec.host, port or spec.port
     features = ", ".join(gateway.features)
@@ -83,6 +88,7 @@ def check(config: ConfigOption = None) -> None:
         from ..runtime import Gateway
 
         gateway = Gateway(load_config(path))
+        asyncio.run(gateway.check_providers())
     except ConfigError as exc:
         _config_failure(exc, code=1)
     routes = sum(len(f.spec.route) for f in gateway.features.values())

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import BreakerSpec, Config, load_config
-from ..errors import UnknownFeature
+from ..errors import ProviderError, UnknownFeature
 from ..providers import available_kinds, get_provider_class
 from ..store import Store, TraceWriter
 from .call import Call, ChunkStream
@@ -181,6 +181,17 @@ class Gateway:
             await self.writer.start()
             atexit.register(self.writer.flush_sync)
             self.ready = True
+
+    async def check_providers(self) -> None:
+        """Start and close every provider once, so that what only shows when it starts (an in-process
+        model's import) is reported now, as a config problem at the provider's line."""
+        for name, provider in self.providers.items():
+            try:
+                await provider.start()
+            except ProviderError as exc:
+                raise self.config.problem(("providers", name), exc.message) from None
+            finally:
+                await provider.aclose()
 
     async def aclose(self) -> None:
         """Write every pending trace and close connections. Safe to call twice."""

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -51,7 +51,14 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         raise PayloadTooLarge(f"the request body is {int(declared)} bytes; the limit is {max_bytes} (server.max_body_mb)")
     pieces: list[bytes] = []
     size = 0
-    async for piece in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            piece = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except ClientDisconnect:
+            raise RequestError("the client disconnected while sending its request") from None
         size += len(piece)
         if size > max_bytes:
             raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes (server.max_body_mb)")

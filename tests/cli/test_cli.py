@@ -138,3 +138,15 @@ def test_serve_with_a_bad_config_fails_at_start(config_path):
     result = run("serve", "--config", str(config_path), "--port", str(free_port()))
     assert result.returncode == 2
     assert "features.triage.route.1.provider: names no provider: 'nowhere'" in result.stderr
+
+
+def test_check_and_serve_report_an_unimportable_python_target(config_path):
+    text = config_path.read_text().replace(
+        "providers:\n", "providers:\n  local: {kind: python, target: \"no_such_module_xyz:answer\"}\n", 1
+    )
+    config_path.write_text(text)
+    for args in (("check",), ("serve", "--port", str(free_port()))):
+        result = run(*args, "--config", str(config_path))
+        assert result.returncode in (1, 2), result.stderr
+        assert "providers.local: cannot import 'no_such_module_xyz'" in result.stderr
+        assert "Traceback" not in result.stderr

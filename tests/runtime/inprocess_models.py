@@ -27,3 +27,10 @@ def wrong_type(request):
 def vectors(request):
     items = request["input"] if isinstance(request["input"], list) else [request["input"]]
     return [[float(len(x)), 1.0] for x in items]
+
+
+def sleepy(request):
+    import time
+
+    time.sleep(1.5)
+    return "too late"

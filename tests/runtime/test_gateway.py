@@ -7,7 +7,7 @@ import pytest
 from shipyard import Gateway, load_config
 from shipyard.errors import AllRoutesFailed, InputValidationError, UnknownFeature
 from tests.conftest import OWNERS, two_route_config
-from tests.fakes import Fail, Reply, Stream
+from tests.fakes import Fail, Hang, Reply, Stream
 
 MSG = [{"role": "user", "content": "hi there"}]
 
@@ -140,3 +140,76 @@ async def test_python_provider_import_error_fails_at_start(write_config):
     with pytest.raises(ProviderRouteError, match="has no attribute"):
         await gw.start()
     await gw.aclose()
+
+
+async def test_a_cancelled_probe_gives_its_half_open_slot_back(primary, backup, write_config):
+    import asyncio
+
+    config = write_config(two_route_config(primary, backup, feature_extra="""
+        circuit_breaker: {failure_ratio: 0.5, min_calls: 2, window_s: 30, cooldown_s: 0.2}
+    """))
+    primary.default = Fail(500)
+    async with Gateway(load_config(config), sleep=Sleeper()) as gw:
+        await gw.chat("triage", MSG)  # two failures on primary open its breaker
+        await asyncio.sleep(0.25)  # half-open: the next call is the probe
+        primary.default = Hang(5)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(gw.chat("triage", MSG), 0.2)
+        primary.default = Reply("healthy again")
+        reply = await gw.chat("triage", MSG)
+    assert reply.route == "primary/gpt-4o-mini" and reply.content == "healthy again"
+
+
+async def test_the_deadline_covers_a_stream_that_trickles(primary, backup, write_config):
+    from shipyard.errors import DeadlineExceeded
+
+    config = write_config(two_route_config(primary, backup).replace("deadline_s: 5", "deadline_s: 1"))
+    primary.script(Stream(["a"] * 20, delay_s=0.3))
+    async with Gateway.from_config(config) as gw:
+        stream = gw.stream("triage", MSG)
+        got = []
+        with pytest.raises(DeadlineExceeded, match="deadline of 1s"):
+            async for chunk in stream:
+                got.append(chunk)
+        await gw.writer.flush()
+        trace = gw.store.get_trace(stream.trace_id)
+    assert 1 <= len(got) < 10
+    assert trace["status"] == "error" and trace["error_type"] == "deadline_exceeded" and trace["http_status"] == 200
+
+
+async def test_a_rejected_repair_still_gets_the_fallback(primary, backup, write_config):
+    config = write_config(f"""
+    providers:
+      primary: {{kind: openai, base_url: "{primary.url}"}}
+    features:
+      intent:
+        owners: {OWNERS}
+        output_schema: {{type: object, required: [category]}}
+        route: [{{provider: primary, model: m, retries: 0}}]
+        fallback_response: {{category: other}}
+    """)
+    primary.script(Reply("not json"), Fail(400, "context length exceeded"))
+    async with Gateway.from_config(config) as gw:
+        result = await gw.invoke("intent", {"text": "hi"})
+    assert result.output == {"category": "other"} and result.route == "fallback"
+
+
+async def test_slow_in_process_models_do_not_hold_traces_back(write_config):
+    import asyncio
+
+    config = write_config(f"""
+    providers:
+      slow: {{kind: python, target: "tests.runtime.inprocess_models:sleepy", max_workers: 2}}
+    features:
+      slow:
+        owners: {OWNERS}
+        route: [{{provider: slow, model: m, timeout_s: 0.1, retries: 0}}]
+    """)
+    async with Gateway.from_config(config) as gw:
+        for _ in range(8):  # each times out but keeps a worker thread for a while
+            with pytest.raises(AllRoutesFailed):
+                await gw.chat("slow", MSG)
+        records = await asyncio.wait_for(asyncio.to_thread(gw.store.list_traces, limit=100), 1)
+        await asyncio.wait_for(gw.writer.flush(), 2)
+        assert len(gw.store.list_traces(limit=100)) == 8
+    assert records is not None

@@ -211,3 +211,51 @@ def test_stream_usage_is_always_recorded_but_only_sent_when_asked(served, primar
     assert primary.requests[-1].body["stream_options"] == {"include_usage": True}
     trace = httpx.get(f"{served.base_url}/v1/traces/{trace_id}").json()
     assert trace["total_tokens"] == 7 and trace["status"] == "ok"
+
+
+class BuggyProvider:
+    """A third-party adapter with a bug: it breaks with a KeyError after its first chunk."""
+
+    from shipyard.providers import ProviderSettings as Settings
+
+    def __init__(self, name, settings):
+        self.name = name
+
+    async def start(self):
+        pass
+
+    async def aclose(self):
+        pass
+
+    async def complete(self, model, body):
+        raise KeyError("choices")
+
+    async def stream(self, model, body):
+        from shipyard.providers._format import chunk
+
+        yield chunk("c1", model, {"role": "assistant", "content": "partial"})
+        raise KeyError("delta")
+
+    async def embed(self, model, body):
+        raise KeyError("data")
+
+
+def test_an_adapter_bug_mid_stream_ends_with_an_error_event(write_config, serve):
+    from shipyard.providers import register
+    from tests.conftest import OWNERS
+
+    register("buggy-test", BuggyProvider)
+    served = serve(write_config(f"""
+    providers:
+      bug: {{kind: buggy-test}}
+    features:
+      f:
+        owners: {OWNERS}
+        route: [{{provider: bug, model: m}}]
+    """))
+    stream = served.client().chat.completions.create(model="f", messages=MSG, stream=True)
+    with pytest.raises(openai.APIError, match="internal error"):
+        list(stream)
+    with pytest.raises(openai.InternalServerError) as info:  # non-streaming: a clean 500 JSON error
+        served.client().chat.completions.create(model="f", messages=MSG)
+    assert info.value.body["code"] == "internal_error"
