@@ -6,9 +6,11 @@ aiohttp was chosen by measurement over httpx: see ``bench/http_clients.py`` and 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +26,7 @@ from ..errors import (
     ProviderTimeout,
     TransientProviderError,
 )
+from ._h1 import ConnectFailed
 
 # The caller's fault: the request itself is wrong, another route would refuse it too.
 CALLER_FAULT = frozenset({400, 413, 422})
@@ -93,14 +96,14 @@ def status_error(provider: str, status: int, body: bytes, headers: Any) -> Provi
 
 @contextmanager
 def translate_errors(provider: str) -> Iterator[None]:
-    """Turn aiohttp's and the socket layer's exceptions into ours."""
+    """Turn the exceptions of aiohttp, of our HTTP/1.1 client and of the socket layer into ours."""
     try:
         yield
     except ProviderError:
         raise
     except TimeoutError as exc:
         raise ProviderTimeout(f"{provider} did not answer in time") from exc
-    except aiohttp.ClientConnectorError as exc:
+    except (aiohttp.ClientConnectorError, ConnectFailed) as exc:
         raise ProviderConnectError(f"cannot connect to {provider}: {exc.strerror or exc}") from exc
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
         raise TransientProviderError(f"{provider} closed the connection: {exc}") from exc
@@ -110,6 +113,14 @@ def translate_errors(provider: str) -> Iterator[None]:
         raise ProviderRouteError(f"{provider} has an invalid URL: {exc}") from exc
     except aiohttp.ClientError as exc:
         raise TransientProviderError(f"{provider} request failed: {exc}") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise TransientProviderError(f"{provider} closed the connection in the middle of an answer") from exc
+    except ssl.SSLError as exc:
+        raise ProviderRouteError(f"TLS with {provider} failed: {exc}") from exc
+    except OSError as exc:
+        raise TransientProviderError(f"{provider} closed the connection: {exc}") from exc
+    except ValueError as exc:
+        raise MalformedResponse(f"{provider} sent something that is not a valid HTTP response: {exc}") from exc
 
 
 def parse_json(provider: str, body: bytes) -> Any:
@@ -119,7 +130,7 @@ def parse_json(provider: str, body: bytes) -> Any:
         raise MalformedResponse(f"{provider} sent a body that is not JSON: {body[:200]!r}") from exc
 
 
-async def sse_events(provider: str, content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, bytes]]:
+async def sse_events(provider: str, content: AsyncIterable[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
     """(event, data) pairs of a server-sent-events body; multi-line data is joined with newlines."""
     event: str | None = None
     data: list[bytes] = []

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 from pydantic import Field
 
 from ..errors import MalformedResponse, TransientProviderError
 from . import ProviderSettings
+from ._h1 import Pool
 from ._http import (
-    new_session,
     parse_json,
     sse_events,
     status_error,
@@ -43,67 +42,63 @@ class OpenAIProvider:
     def __init__(self, name: str, settings: OpenAISettings) -> None:
         self.name = name
         self.settings = settings
-        base = settings.base_url.rstrip("/")
-        self._chat_url = base + "/chat/completions"
-        self._embed_url = base + "/embeddings"
-        self._headers = {"Content-Type": "application/json", **settings.headers}
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", **settings.headers}
         if settings.api_key and settings.api_key.lower() != "none":
             value = f"Bearer {settings.api_key}" if settings.auth_header.lower() == "authorization" else settings.api_key
-            self._headers[settings.auth_header] = value
-        self._params = settings.query or None
-        self._session: aiohttp.ClientSession | None = None
+            headers[settings.auth_header] = value
+        # Built once: every request sends the same header lines.
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+        self._pool = Pool(settings.base_url, max_idle=settings.max_connections)
+        self._chat_target = self._pool.target("/chat/completions", settings.query)
+        self._embed_target = self._pool.target("/embeddings", settings.query)
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = new_session(self.settings.max_connections)
+        return None  # connections open on first use and are kept alive
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.aclose()
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> Any:
-        assert self._session is not None, "provider not started"
+    async def _post(self, target: str, payload: dict[str, Any]) -> Any:
         with translate_errors(self.name):
-            async with self._session.post(url, data=orjson.dumps(payload), headers=self._headers, params=self._params) as resp:
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise status_error(self.name, resp.status, body, resp.headers)
+            resp = await self._pool.request("POST", target, self._head, orjson.dumps(payload))
+            body = await resp.read()
+        if resp.status >= 400:
+            raise status_error(self.name, resp.status, body, resp.headers)
         return parse_json(self.name, body)
 
     async def complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = await self._post(self._chat_url, {**body, "model": model})
+        data = await self._post(self._chat_target, {**body, "model": model})
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise MalformedResponse(f"{self.name} sent a chat completion without choices")
         return data
 
     async def embed(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = await self._post(self._embed_url, {**body, "model": model})
+        data = await self._post(self._embed_target, {**body, "model": model})
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise MalformedResponse(f"{self.name} sent an embeddings response without data")
         return data
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        assert self._session is not None, "provider not started"
         payload = {**body, "model": model, "stream": True}
         if self.settings.stream_usage:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         with translate_errors(self.name):
-            async with self._session.post(
-                self._chat_url, data=orjson.dumps(payload), headers=self._headers, params=self._params
-            ) as resp:
+            resp = await self._pool.request("POST", self._chat_target, self._head, orjson.dumps(payload))
+            try:
                 if resp.status >= 400:
                     raise status_error(self.name, resp.status, await resp.read(), resp.headers)
-                if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
                     raise MalformedResponse(
-                        f"{self.name} answered a stream request with {resp.headers.get('Content-Type')!r}, "
+                        f"{self.name} answered a stream request with {resp.headers.get('content-type')!r}, "
                         "not text/event-stream"
                     )
-                async for _event, data in sse_events(self.name, resp.content):
+                async for _event, data in sse_events(self.name, resp.iter_lines()):
                     if data == b"[DONE]":
                         return
                     chunk = stream_chunk(self.name, data)
                     if "error" in chunk and "choices" not in chunk:
                         raise stream_error(self.name, chunk)
                     yield chunk
+            finally:
+                resp.close()
         raise TransientProviderError(f"{self.name} ended the stream without [DONE]")
