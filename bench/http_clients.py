@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Which async HTTP client should carry the provider calls? aiohttp vs httpx, measured.
+"""Which async HTTP client should carry the provider calls? Shipyard's own HTTP/1.1 client
+(shipyard/providers/_h1.py) vs aiohttp vs httpx, measured.
 
     /work/venv/bin/python bench/http_clients.py [--duration 10] [--concurrency 32] [--runs 1] [--quick] [--json FILE]
 
@@ -51,7 +52,7 @@ PAYLOAD = {
     "max_tokens": 32,
 }
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
-CLIENTS = ("aiohttp", "httpx", "httpx2")
+CLIENTS = ("shipyard-h1", "aiohttp", "httpx", "httpx2")
 
 
 # -- worker: one client, one process, one core ------------------------------------------------------------
@@ -91,6 +92,28 @@ def _make_client(name: str) -> tuple[Any, Any, Any]:
             return resp.status_code, resp.content
 
         return post, client.aclose, metadata.version(name)
+
+    if name == "shipyard-h1":
+        from urllib.parse import urlsplit
+
+        from shipyard import __version__
+        from shipyard.providers._h1 import Pool
+
+        pools: dict[str, Any] = {}
+        head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items()).encode("latin-1")
+
+        async def post(url: str) -> tuple[int, bytes]:
+            parts = urlsplit(url)
+            origin = f"{parts.scheme}://{parts.netloc}"
+            pool = pools.get(origin) or pools.setdefault(origin, Pool(origin, max_idle=1000))
+            resp = await pool.request("POST", parts.path, head, orjson.dumps(PAYLOAD))
+            return resp.status, await resp.read()
+
+        async def aclose() -> None:
+            for pool in pools.values():
+                await pool.aclose()
+
+        return post, aclose, __version__
 
     raise SystemExit(f"unknown client {name!r} (known: {', '.join(CLIENTS)})")
 
@@ -387,7 +410,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=None, help="unmeasured seconds first [2; --quick: 1]")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runs", type=int, default=1, help="rounds; the order of clients alternates [1]")
-    parser.add_argument("--clients", default="aiohttp,httpx", help="comma-separated: aiohttp, httpx, httpx2")
+    parser.add_argument(
+        "--clients", default="shipyard-h1,aiohttp,httpx", help="comma-separated: shipyard-h1, aiohttp, httpx, httpx2"
+    )
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--quick", action="store_true", help="3 s per client")
     parser.add_argument("--json", type=Path)

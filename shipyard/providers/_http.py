@@ -1,7 +1,9 @@
-"""HTTP plumbing shared by the HTTP adapters: one aiohttp session each, and the translation of every
-foreign failure (aiohttp errors, HTTP statuses, broken JSON) into ``shipyard.errors`` at this edge.
+"""HTTP plumbing shared by the HTTP adapters: a keep-alive pool each (``_h1``), JSON and server-sent-event
+requests, and the translation of every foreign failure (socket errors, HTTP statuses, broken JSON) into
+``shipyard.errors`` at this edge.
 
-aiohttp was chosen by measurement over httpx: see ``bench/http_clients.py`` and the README.
+The client is our own, chosen by measurement (``bench/http_clients.py``): 70,602 req/s at 14 µs CPU per
+request on one core, against aiohttp's 18,356 at 54 µs and httpx's 537 at 1,860 µs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..errors import (
@@ -26,22 +27,44 @@ from ..errors import (
     ProviderTimeout,
     TransientProviderError,
 )
-from ._h1 import ConnectFailed
+from ._h1 import ConnectFailed, Pool
 
 # The caller's fault: the request itself is wrong, another route would refuse it too.
 CALLER_FAULT = frozenset({400, 413, 422})
 TRANSIENT = frozenset({408, 409, 425, 429})
 
 
-def new_session(max_connections: int = 1000) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),  # deadlines are enforced by the router, around the attempt
-        json_serialize=lambda v: orjson.dumps(v).decode(),
-        skip_auto_headers=("User-Agent",),
-        auto_decompress=True,
-    )
+def header_block(headers: dict[str, str]) -> bytes:
+    """Header lines for ``Pool.request``, built once per provider."""
+    return "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+
+
+async def post_json(provider: str, pool: Pool, target: str, head: bytes, payload: bytes) -> Any:
+    """POST a JSON body, return the parsed JSON answer; HTTP errors as the errors of our tree."""
+    with translate_errors(provider):
+        resp = await pool.request("POST", target, head, payload)
+        body = await resp.read()
+    if resp.status >= 400:
+        raise status_error(provider, resp.status, body, resp.headers)
+    return parse_json(provider, body)
+
+
+async def post_events(
+    provider: str, pool: Pool, target: str, head: bytes, payload: bytes
+) -> AsyncIterator[tuple[str | None, bytes]]:
+    """POST a JSON body and yield the (event, data) pairs of the server-sent-event answer."""
+    with translate_errors(provider):
+        resp = await pool.request("POST", target, head, payload)
+        try:
+            if resp.status >= 400:
+                raise status_error(provider, resp.status, await resp.read(), resp.headers)
+            kind = resp.headers.get("content-type", "")
+            if not kind.startswith("text/event-stream"):
+                raise MalformedResponse(f"{provider} answered a stream request with {kind!r}, not text/event-stream")
+            async for pair in sse_events(provider, resp.iter_lines()):
+                yield pair
+        finally:
+            resp.close()
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -96,23 +119,15 @@ def status_error(provider: str, status: int, body: bytes, headers: Any) -> Provi
 
 @contextmanager
 def translate_errors(provider: str) -> Iterator[None]:
-    """Turn the exceptions of aiohttp, of our HTTP/1.1 client and of the socket layer into ours."""
+    """Turn the exceptions of the HTTP client and of the socket layer into ours."""
     try:
         yield
     except ProviderError:
         raise
     except TimeoutError as exc:
         raise ProviderTimeout(f"{provider} did not answer in time") from exc
-    except (aiohttp.ClientConnectorError, ConnectFailed) as exc:
+    except ConnectFailed as exc:
         raise ProviderConnectError(f"cannot connect to {provider}: {exc.strerror or exc}") from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-        raise TransientProviderError(f"{provider} closed the connection: {exc}") from exc
-    except aiohttp.ClientResponseError as exc:
-        raise TransientProviderError(f"{provider} sent a broken response: {exc.message}") from exc
-    except aiohttp.InvalidURL as exc:
-        raise ProviderRouteError(f"{provider} has an invalid URL: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise TransientProviderError(f"{provider} request failed: {exc}") from exc
     except asyncio.IncompleteReadError as exc:
         raise TransientProviderError(f"{provider} closed the connection in the middle of an answer") from exc
     except ssl.SSLError as exc:

@@ -3,7 +3,7 @@
 Requests arrive as OpenAI chat bodies and are translated by :func:`to_anthropic_request`; answers come back
 through :func:`to_chat_completion` and, when streaming, :class:`StreamTranslator`, which turns Anthropic's
 server-sent events into ``chat.completion.chunk`` dicts. All three are pure functions of their input, so they
-are tested without a network. Raw aiohttp, no SDK: the shared plumbing of ``_http`` does the rest.
+are tested without a network. No SDK: the shared plumbing of ``_http`` (our HTTP/1.1 client) does the rest.
 
 What does not translate:
 
@@ -21,23 +21,22 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-import aiohttp
 import orjson
 from pydantic import Field
 
 from ..errors import MalformedResponse, ProviderRejected, TransientProviderError, UnsupportedOperation
 from . import ProviderSettings
 from ._format import chat_completion, chunk, new_id
+from ._h1 import Pool
 from ._http import (
-    new_session,
-    parse_json,
-    sse_events,
-    status_error,
+    header_block,
+    post_events,
+    post_json,
     stream_chunk,
     stream_error,
-    translate_errors,
 )
 
 __all__ = [
@@ -497,29 +496,23 @@ class AnthropicProvider:
         }
         if settings.api_key and settings.api_key.lower() != "none":
             self._headers["x-api-key"] = settings.api_key
-        self._session: aiohttp.ClientSession | None = None
+        self._head = header_block(self._headers)
+        self._pool = Pool(self._url, max_idle=settings.max_connections)
+        self._target = self._pool.target("")
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = new_session(self.settings.max_connections)
+        return None  # connections open on first use and are kept alive
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.aclose()
 
     def _payload(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         return to_anthropic_request(model, body, self.settings.default_max_tokens)
 
     async def complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self._session is not None, "provider not started"
         data = orjson.dumps(self._payload(model, body))
-        with translate_errors(self.name):
-            async with self._session.post(self._url, data=data, headers=self._headers) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise status_error(self.name, resp.status, raw, resp.headers)
-        return to_chat_completion(self.name, model, parse_json(self.name, raw))
+        answer = await post_json(self.name, self._pool, self._target, self._head, data)
+        return to_chat_completion(self.name, model, answer)
 
     async def embed(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         raise UnsupportedOperation(
@@ -528,21 +521,12 @@ class AnthropicProvider:
         )
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        assert self._session is not None, "provider not started"
         data = orjson.dumps({**self._payload(model, body), "stream": True})
         translator = StreamTranslator(self.name, model)
-        with translate_errors(self.name):
-            async with self._session.post(self._url, data=data, headers=self._headers) as resp:
-                if resp.status >= 400:
-                    raise status_error(self.name, resp.status, await resp.read(), resp.headers)
-                if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                    raise MalformedResponse(
-                        f"{self.name} answered a stream request with {resp.headers.get('Content-Type')!r}, "
-                        "not text/event-stream"
-                    )
-                async for event, raw in sse_events(self.name, resp.content):
-                    for out in translator.feed(event, stream_chunk(self.name, raw)):
-                        yield out
-                    if translator.stopped:
-                        return
+        async with aclosing(post_events(self.name, self._pool, self._target, self._head, data)) as events:
+            async for event, raw in events:
+                for out in translator.feed(event, stream_chunk(self.name, raw)):
+                    yield out
+                if translator.stopped:
+                    return
         raise TransientProviderError(f"{self.name} ended the stream without message_stop")

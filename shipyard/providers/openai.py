@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -12,12 +13,11 @@ from ..errors import MalformedResponse, TransientProviderError
 from . import ProviderSettings
 from ._h1 import Pool
 from ._http import (
-    parse_json,
-    sse_events,
-    status_error,
+    header_block,
+    post_events,
+    post_json,
     stream_chunk,
     stream_error,
-    translate_errors,
 )
 
 
@@ -46,8 +46,7 @@ class OpenAIProvider:
         if settings.api_key and settings.api_key.lower() != "none":
             value = f"Bearer {settings.api_key}" if settings.auth_header.lower() == "authorization" else settings.api_key
             headers[settings.auth_header] = value
-        # Built once: every request sends the same header lines.
-        self._head = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+        self._head = header_block(headers)
         self._pool = Pool(settings.base_url, max_idle=settings.max_connections)
         self._chat_target = self._pool.target("/chat/completions", settings.query)
         self._embed_target = self._pool.target("/embeddings", settings.query)
@@ -59,12 +58,7 @@ class OpenAIProvider:
         await self._pool.aclose()
 
     async def _post(self, target: str, payload: dict[str, Any]) -> Any:
-        with translate_errors(self.name):
-            resp = await self._pool.request("POST", target, self._head, orjson.dumps(payload))
-            body = await resp.read()
-        if resp.status >= 400:
-            raise status_error(self.name, resp.status, body, resp.headers)
-        return parse_json(self.name, body)
+        return await post_json(self.name, self._pool, target, self._head, orjson.dumps(payload))
 
     async def complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         data = await self._post(self._chat_target, {**body, "model": model})
@@ -82,23 +76,13 @@ class OpenAIProvider:
         payload = {**body, "model": model, "stream": True}
         if self.settings.stream_usage:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        with translate_errors(self.name):
-            resp = await self._pool.request("POST", self._chat_target, self._head, orjson.dumps(payload))
-            try:
-                if resp.status >= 400:
-                    raise status_error(self.name, resp.status, await resp.read(), resp.headers)
-                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
-                    raise MalformedResponse(
-                        f"{self.name} answered a stream request with {resp.headers.get('content-type')!r}, "
-                        "not text/event-stream"
-                    )
-                async for _event, data in sse_events(self.name, resp.iter_lines()):
-                    if data == b"[DONE]":
-                        return
-                    chunk = stream_chunk(self.name, data)
-                    if "error" in chunk and "choices" not in chunk:
-                        raise stream_error(self.name, chunk)
-                    yield chunk
-            finally:
-                resp.close()
+        request = post_events(self.name, self._pool, self._chat_target, self._head, orjson.dumps(payload))
+        async with aclosing(request) as events:  # closed at once, however the loop is left
+            async for _event, data in events:
+                if data == b"[DONE]":
+                    return
+                chunk = stream_chunk(self.name, data)
+                if "error" in chunk and "choices" not in chunk:
+                    raise stream_error(self.name, chunk)
+                yield chunk
         raise TransientProviderError(f"{self.name} ended the stream without [DONE]")
