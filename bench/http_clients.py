@@ -51,6 +51,9 @@ PAYLOAD = {
     ],
     "max_tokens": 32,
 }
+# The process helpers are the overhead benchmark's: this script runs beside it in bench/.
+from overhead import _die_with_parent, _stop, free_port  # noqa: E402
+
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
 CLIENTS = ("shipyard-h1", "aiohttp", "httpx", "httpx2")
 
@@ -201,41 +204,6 @@ def run_worker(args: argparse.Namespace) -> int:
 # -- driver ------------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    import ctypes
-
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    children: list[int] = []
-    with contextlib.suppress(OSError):
-        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     import urllib.request
 
@@ -278,7 +246,7 @@ def run_driver(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     results: list[dict[str, Any]] = []
     try:
-        port = _free_port()
+        port = free_port()
         conf = workdir / "nginx.conf"
         conf.write_text(
             re.sub(r"listen 127\.0\.0\.1:\d+", f"listen 127.0.0.1:{port}", NGINX_CONF.read_text())
@@ -348,7 +316,7 @@ def run_driver(args: argparse.Namespace) -> int:
                 try:
                     p.wait(duration + warmup + 60)
                 except subprocess.TimeoutExpired:
-                    _stop(p)
+                    _stop(p, 5.0)
                     raise SystemExit(f"{client} did not finish in time") from None
                 procs.remove(p)
                 out = (workdir / f"{client}_{run}.log").read_text(errors="replace")
@@ -373,7 +341,7 @@ def run_driver(args: argparse.Namespace) -> int:
         return 130
     finally:
         for p in reversed(procs):
-            _stop(p)
+            _stop(p, 5.0)
         shutil.rmtree(workdir, ignore_errors=True)
 
     best: dict[str, dict[str, Any]] = {}
