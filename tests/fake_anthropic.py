@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import FakeUpstream, Seen
+from tests.fakes import FakeUpstream
 
 
 @dataclass
@@ -125,14 +124,7 @@ class FakeAnthropic(FakeUpstream):
         return f"http://127.0.0.1:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        with self._lock:
-            self.requests.append(Seen(request.path, dict(request.headers), body, time.monotonic()))
-        b = self._next()
+        body, b = await self._take(request)
         model = body.get("model", "claude-fake") if isinstance(body, dict) else "claude-fake"
         if request.path != "/v1/messages" or request.method != "POST":
             error = {"type": "not_found_error", "message": f"no route for {request.method} {request.path}"}

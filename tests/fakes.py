@@ -130,7 +130,8 @@ class FakeUpstream:
         self._thread.join(5)
         self.loop.close()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _take(self, request: web.Request) -> tuple[Any, Any]:
+        """Record the request; return its parsed body and the next scripted behaviour."""
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
@@ -138,7 +139,10 @@ class FakeUpstream:
             body = raw.decode("utf-8", "replace")
         with self._lock:
             self.requests.append(Seen(request.path, dict(request.headers), body, time.monotonic()))
-        b = self._next()
+        return body, self._next()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body, b = await self._take(request)
         model = (body or {}).get("model", "fake-model") if isinstance(body, dict) else "fake-model"
         if isinstance(b, Hang):
             await asyncio.sleep(b.seconds)
