@@ -8,7 +8,12 @@
     │   │   └── UnknownFeature          404 feature_not_found
     │   ├── InputValidationError        422 input_validation_failed
     │   ├── PayloadTooLarge             413 payload_too_large
-    │   └── UnsupportedOperation        400 unsupported_operation
+    │   ├── UnsupportedOperation        400 unsupported_operation
+    │   ├── Unauthenticated             401 invalid_api_key             no key, unknown, expired or revoked
+    │   ├── Forbidden                   403 forbidden                   a valid key, not for this
+    │   └── TooManyRequests             429 (with retry_after)
+    │       ├── RateLimited             429 rate_limited
+    │       └── BudgetExceeded          429 budget_exceeded
     ├── ProviderError                   (one attempt at one route failed)
     │   ├── ProviderRejected            400 provider_rejected_request   the caller's fault: never retried
     │   ├── ProviderRouteError          502 provider_error              the route's fault: fail over, no retry
@@ -19,7 +24,8 @@
     ├── OutputContractError             502 output_contract_failed      the answer broke the output schema
     ├── AllRoutesFailed                 503 all_routes_failed           and no fallback_response
     ├── DeadlineExceeded                504 deadline_exceeded
-    └── Overloaded                      503 overloaded
+    ├── Overloaded                      503 overloaded
+    └── StateUnavailable                503 state_unavailable           shared state down, fail_closed
 
 Foreign exceptions (aiohttp, SDKs, drivers) are translated into this tree at the boundary where they
 occur (see ``providers._http``), so that the rest of the code and every client sees only these.
@@ -105,6 +111,39 @@ class UnsupportedOperation(RequestError):
     code = "unsupported_operation"
 
 
+class Unauthenticated(RequestError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(RequestError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class TooManyRequests(RequestError):
+    """Refused for now; ``retry_after`` (seconds) becomes the Retry-After header."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limited"
+
+
+class BudgetExceeded(TooManyRequests):
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
 class ProviderError(ShipyardError):
     """One attempt at one route failed. ``status_code`` is the upstream HTTP status, if any."""
 
@@ -178,6 +217,14 @@ class Overloaded(ShipyardError):
     status = 503
     type = "service_unavailable"
     code = "overloaded"
+
+
+class StateUnavailable(ShipyardError):
+    """The shared state (Redis) cannot be reached and the config says ``on_failure: fail_closed``."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "state_unavailable"
 
 
 def error_class_name(exc: BaseException) -> str:

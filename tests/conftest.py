@@ -5,6 +5,7 @@ import socket
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,20 @@ def serve() -> Iterator[Callable[[Path], ServedGateway]]:
 
 
 POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("SHIPYARD_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server of the machine (CI sets SHIPYARD_TEST_REDIS_URL). Tests isolate themselves with
+    a unique key prefix (see ``state_prefix``), so they never flush the database."""
+    if not REDIS_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set SHIPYARD_TEST_REDIS_URL: the shared-state tests run on Redis too")
+        pytest.skip("SHIPYARD_TEST_REDIS_URL is not set (CI sets it; .ci/run shows how)")
+    return REDIS_URL
+
+
+@pytest.fixture
+def state_prefix() -> str:
+    return f"shipyard-test:{uuid.uuid4().hex[:12]}:"
