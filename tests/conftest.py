@@ -47,12 +47,15 @@ def _reset_fakes(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
-    """Write a YAML config (dedented) into the test's folder; storage defaults to a SQLite file there."""
+    """Write a YAML config (dedented) into the test's folder; storage defaults to a SQLite file there,
+    and auth to none (the tests of keys say ``auth: keys``)."""
 
     def write(text: str, name: str = "shipyard.yaml") -> Path:
         text = textwrap.dedent(text)
         if "storage:" not in text:
             text = f"storage: sqlite:///{tmp_path}/traces.db\n" + text
+        if "\nauth:" not in "\n" + text:
+            text = text.rstrip() + "\nauth: none\n"
         path = tmp_path / name
         path.write_text(text)
         return path

@@ -74,6 +74,16 @@ def serve(
     host, port = host or spec.host, port or spec.port
     features = ", ".join(gateway.features)
     err.print(f"shipyard serving {len(gateway.features)} feature(s) ({features}) on http://{host}:{port}/v1", highlight=False)
+    if gateway.config.model.auth == "none":
+        err.print(
+            "[bold yellow]WARNING: auth is none: this gateway is OPEN. Anyone who can reach "
+            f"{host}:{port} can call every feature and read every trace, with no key and no per-key limits. "
+            "Set `auth: keys` and create keys with `shipyard keys create` before exposing it.[/]",
+            highlight=False,
+        )
+    state = gateway.config.model.state
+    if state.url != "memory":
+        err.print(f"shared state: {_redact(state.url)} (on failure: {state.on_failure})", highlight=False)
     try:
         run_server(gateway, host, port)
     except ShipyardError as exc:
@@ -117,6 +127,154 @@ def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _redact(url: str) -> str:
+    """A URL as it may be printed: without its password."""
+    import re
+
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``30d``, ``2w`` -> seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise typer.BadParameter(f"{text!r} is not a duration; use a number and a unit: 90s, 15m, 12h, 30d, 2w")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="The tenant the key's calls are counted for")],
+    config: ConfigOption = None,
+    features: Annotated[str | None, typer.Option("--features", help="Comma-separated features [default: all]")] = None,
+    role: Annotated[str, typer.Option("--role", help="app (calls), owner (+ its tenant's traces), admin")] = "app",
+    expires: Annotated[str | None, typer.Option("--expires", help="Lifetime, e.g. 30d or 12h [default: never]")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A note: who or what holds the key")] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute for this key")] = None,
+    tpm: Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute for this key")] = None,
+    usd_per_day: Annotated[float | None, typer.Option("--usd-per-day", min=0, help="Hard daily budget (USD)")] = None,
+    usd_per_month: Annotated[float | None, typer.Option("--usd-per-month", min=0, help="Hard monthly budget")] = None,
+) -> None:
+    """Create a key and print it once: only a salted hash is stored."""
+    from ..access import ROLES, KeyRing
+
+    if role not in ROLES:
+        fail(f"--role must be one of {', '.join(ROLES)} (got {role!r})")
+    store = _store(config)
+    wanted = None
+    if features is not None:
+        wanted = [f.strip() for f in features.split(",") if f.strip()]
+        known = set(load_config(default_config_path(config)).features)
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            fail(f"unknown feature(s) {', '.join(unknown)}; the config has: {', '.join(sorted(known))}")
+    lifetime = parse_duration(expires) if expires else None
+    try:
+        key, row = KeyRing(store).create(
+            tenant, role=role, features=wanted, expires_in_s=lifetime, name=name,
+            rpm=rpm, tpm=tpm, usd_per_day=usd_per_day, usd_per_month=usd_per_month,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    sys.stdout.write(key + "\n")
+    err.print(
+        f"created key {row['key_id']} for tenant {tenant} (role {role}"
+        + (f", expires {_when(row['expires_at'])}" if row["expires_at"] else "")
+        + "). Store it now: it is not shown again.",
+        highlight=False,
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    config: ConfigOption = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant's keys")] = None,
+    json: Annotated[bool, typer.Option("--json", help="JSON Lines instead of a table")] = False,
+) -> None:
+    """List keys (never their secrets), with their state and limits."""
+    import time
+
+    rows = _store(config).list_keys(tenant=tenant)
+    if json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        return
+    now = time.time()
+    table = Table("key id", "tenant", "role", "features", "state", "created", "expires", "limits", "name")
+    for r in rows:
+        state = "revoked" if r["revoked_at"] else "expired" if r["expires_at"] and r["expires_at"] <= now else "active"
+        limits = ", ".join(
+            f"{label} {r[col]:g}" for col, label in
+            (("rpm", "rpm"), ("tpm", "tpm"), ("usd_per_day", "$/day"), ("usd_per_month", "$/month"))
+            if r[col] is not None
+        )
+        table.add_row(
+            r["key_id"], r["tenant"], r["role"], ",".join(r["features"]) if r["features"] is not None else "all",
+            state, _when(r["created_at"]), _when(r["expires_at"]) if r["expires_at"] else "never", limits or "-",
+            r["name"] or "",
+        )
+    out.print(table)
+    if not rows:
+        out.print("no keys yet: create one with `shipyard keys create --tenant NAME`")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (from `shipyard keys list`), or the whole key")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key: refused everywhere within seconds (each replica re-checks keys every 10 s)."""
+    from ..access import PREFIX, KeyRing
+
+    if key_id.startswith(PREFIX):
+        key_id = key_id.split("_", 2)[1] if key_id.count("_") >= 2 else key_id
+    if not KeyRing(_store(config)).revoke(key_id):
+        fail(f"no key {key_id!r}; `shipyard keys list` shows the key ids", code=1)
+    out.print(f"revoked key {key_id}", highlight=False)
+
+
+@app.command()
+def costs(
+    config: ConfigOption = None,
+    by: Annotated[str, typer.Option("--by", help="feature, tenant, key or model")] = "feature",
+    since: Annotated[str, typer.Option("--since", help="How far back, e.g. 24h, 7d, 30d")] = "7d",
+    json: Annotated[bool, typer.Option("--json", help="JSON Lines instead of a table")] = False,
+) -> None:
+    """Total calls, tokens and USD over a period, by feature, tenant, key or model."""
+    import time
+
+    from ..store import Store
+
+    if by not in Store.COST_GROUPS:
+        fail(f"--by must be one of {', '.join(Store.COST_GROUPS)} (got {by!r})")
+    start = time.time() - parse_duration(since)
+    rows = _store(config).cost_totals(by=by, since=start)
+    if json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        return
+    table = Table(by, "calls", "prompt tokens", "completion tokens", "cache hits", "USD")
+    total = 0.0
+    for r in rows:
+        total += r["cost_usd"] or 0.0
+        usd = f"{r['cost_usd']:.6f}" + (" (part estimated)" if r["estimated"] else "")
+        table.add_row(
+            str(r["group"] or "-"), str(r["calls"]), str(r["prompt_tokens"]), str(r["completion_tokens"]),
+            str(r["cache_hits"]), usd,
+        )
+    out.print(table)
+    out.print(f"total since {_when(start)}: ${total:.6f}", highlight=False)
+
+
 @app.command()
 def traces(
     config: ConfigOption = None,
@@ -157,7 +315,8 @@ def trace(
         sys.stdout.write(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     for key in ("trace_id", "feature", "op", "stream", "status", "route", "http_status", "latency_ms",
-                "prompt_tokens", "completion_tokens", "error_type", "error_message"):
+                "prompt_tokens", "completion_tokens", "cost_usd", "cost_estimated", "cache", "tenant", "key_id",
+                "error_type", "error_message"):
         value = record.get(key)
         if value is not None:
             out.print(f"[bold]{key:>18}[/] {value}", highlight=False)

@@ -61,6 +61,82 @@ class Owners(Strict):
     risk: str
 
 
+class LimitSpec(Strict):
+    """Requests and tokens per minute. Tokens: the estimated prompt at admission, settled to the
+    provider's count after the call."""
+
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+
+
+class BudgetSpec(Strict):
+    usd_per_day: float | None = Field(None, ge=0)
+    usd_per_month: float | None = Field(None, ge=0)
+    mode: Literal["hard", "soft"] = "hard"
+    """hard: refuse with 429 budget_exceeded; soft: serve, and raise a budget_soft_exceeded event."""
+    downgrade_at: float | None = Field(None, gt=0, lt=1)
+    """Once this share of a budget is spent, skip to the first route that is cheaper than the first."""
+
+    @model_validator(mode="after")
+    def _some_period(self) -> BudgetSpec:
+        if self.usd_per_day is None and self.usd_per_month is None:
+            raise ValueError("a budget needs usd_per_day, usd_per_month or both")
+        return self
+
+
+class ExactCacheSpec(Strict):
+    ttl_s: float = Field(600.0, gt=0, le=90 * 86400)
+
+
+class SemanticCacheSpec(Strict):
+    threshold: float | None = Field(None, gt=0, le=1)
+    """Cosine similarity a cached question must reach; the default is the measured one (see README)."""
+    ttl_s: float = Field(3600.0, gt=0, le=90 * 86400)
+
+
+class CacheSpec(Strict):
+    exact: ExactCacheSpec | None = None
+    semantic: SemanticCacheSpec | None = None
+
+
+class ConcurrencySpec(Strict):
+    max_in_flight: int = Field(ge=1)
+    """Calls at once on each route of the feature, in this process."""
+    queue_timeout_ms: float = Field(250.0, ge=0)
+    """How long a call may wait for a slot before the route is skipped as overloaded."""
+    max_queue: int | None = Field(None, ge=0)
+    """Calls that may wait at once (default: max_in_flight); the rest are shed at once."""
+
+
+class HedgeSpec(Strict):
+    after_ms: float = Field(gt=0)
+    """Start the next route too when the first has not answered after this long; the first answer wins."""
+
+
+class PriceSpec(Strict):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class TenantSpec(Strict):
+    limits: LimitSpec | None = None
+    budget: BudgetSpec | None = None
+
+
+class StateSpec(Strict):
+    url: str = "memory"
+    on_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    """When Redis cannot be reached: serve without limits and budgets (open) or refuse with 503 (closed)."""
+    prefix: str = Field("shipyard:", min_length=1, max_length=100)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value != "memory" and not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("state must be memory or a redis://HOST:PORT/DB URL")
+        return value
+
+
 class PromptMessage(Strict):
     role: Literal["system", "user", "assistant", "developer"]
     content: str
@@ -79,6 +155,15 @@ class FeatureSpec(Strict):
     prompt: list[PromptMessage] | None = None
     repair: bool = True
     """On an answer that breaks output_schema, re-ask the same route once with the errors shown."""
+    limits: LimitSpec | None = None
+    budget: BudgetSpec | None = None
+    cache: CacheSpec | None = None
+    concurrency: ConcurrencySpec | None = None
+    hedge: HedgeSpec | None = None
+    max_input_tokens: int | None = Field(None, ge=1)
+    """Refuse (413) a request whose estimated prompt is longer than this."""
+    max_output_tokens: int = Field(1024, ge=1)
+    """Used to reserve budget for a request that does not set max_tokens itself."""
 
 
 class ServerSpec(Strict):
@@ -96,6 +181,12 @@ class TraceSpec(Strict):
 
 class ConfigModel(Strict):
     storage: str = "sqlite:///shipyard.db"
+    auth: Literal["keys", "none"] = "keys"
+    """keys: every /v1 call needs an API key (``shipyard keys create``); none: open, for local use only."""
+    state: StateSpec = StateSpec()
+    pricing: dict[str, PriceSpec] = Field(default_factory=dict)
+    """USD per million tokens, by ``provider/model`` or ``model``; overrides the built-in table."""
+    tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     server: ServerSpec = ServerSpec()
     traces: TraceSpec = TraceSpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)
@@ -112,6 +203,11 @@ class ConfigModel(Strict):
                     "starting with a letter or digit",
                 )
         return value
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _state_string(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
 
     @field_validator("storage")
     @classmethod

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..economics.pricing import Price, estimate_prompt_tokens
 from ..errors import DeadlineExceeded, ShipyardError, TransientProviderError, error_class_name
 
 if TYPE_CHECKING:
+    from ..access import Principal
     from .feature import Feature
 
 
+_log = logging.getLogger("shipyard.runtime")
 _trace_random = random.Random()  # seeded from os.urandom, and again in every forked child
 os.register_at_fork(after_in_child=_trace_random.seed)
 
@@ -77,6 +81,14 @@ class Call:
     usage: dict[str, Any] | None = None
     output: Any = None
     streamed: bool = False  # a chunk reached the client: its HTTP status was 200, whatever follows
+    api_key: str | None = None  # as the client sent it; the Admit stage resolves it
+    principal: Principal | None = None  # who the call is for (set by Admit, or by a trusted caller)
+    cache_control: str = ""  # the client's Cache-Control: no-cache skips lookups, no-store skips both
+    cache: str | None = None  # exact | semantic: a cache answered
+    price: Price | None = None  # of the route that served; None: unpriced
+    cost_nano: int | None = None  # USD * 1e9 of every attempt that used tokens; None: unknown
+    cost_estimated: bool = False  # some tokens were counted by estimate, not by the provider
+    retry_after: float | None = None  # for a 429: when to come back
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -88,8 +100,9 @@ class Call:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def add_usage(self, usage: Any) -> None:
-        """Count a provider's token usage; a call that asked twice (a repair) used both."""
+    def add_usage(self, usage: Any, *, estimated: bool = False) -> None:
+        """Count a provider's token usage and its cost at ``price``; a call that asked twice (a repair,
+        a hedge) used both."""
         if not isinstance(usage, dict):
             return
         total = self.usage or {}
@@ -97,9 +110,55 @@ class Call:
             k: int(total.get(k) or 0) + int(usage.get(k) or 0)
             for k in ("prompt_tokens", "completion_tokens", "total_tokens")
         }
+        if estimated:
+            self.cost_estimated = True
+        if self.price is not None:
+            cost = self.price.cost_nano(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            self.cost_nano = (self.cost_nano or 0) + cost
+
+    def add_prompt_estimate(self, price: Price | None, completion_chars: int = 0) -> None:
+        """Tokens the provider did not report (a stream without usage, a cancelled hedge), estimated."""
+        prompt = estimate_prompt_tokens(self.body)
+        completion = (completion_chars + 3) // 4
+        saved, self.price = self.price, price
+        self.add_usage(
+            {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            estimated=True,
+        )
+        self.price = saved if saved is not None else price
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.cost_nano is None else self.cost_nano / 1e9
+
+    @property
+    def tenant(self) -> str | None:
+        return self.principal.tenant if self.principal is not None else None
 
     def event(self, kind: str, **fields: Any) -> None:
         self.events.append({"kind": kind, "at_ms": round(self.elapsed_ms(), 3), **fields})
+
+
+class Background:
+    """Work a response must not wait for (settling counters, storing a streamed answer in the cache),
+    kept referenced while it runs and awaited on shutdown so that nothing is lost on a clean stop."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.warning("background work after a call failed: %r", task.exception())
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
 class ChunkStream:
@@ -109,7 +168,9 @@ class ChunkStream:
     once, whether the stream ended, broke, or the consumer stopped early, so the trace is always written.
     """
 
-    __slots__ = ("_closed", "_first", "_idle_s", "_on_close", "_rest", "_usage_wanted", "call")
+    __slots__ = (
+        "_chars", "_closed", "_first", "_idle_s", "_kept", "_on_close", "_rest", "_usage_wanted", "call", "estimate",
+    )
 
     def __init__(
         self,
@@ -126,9 +187,18 @@ class ChunkStream:
         self._usage_wanted = usage_wanted
         self._on_close: list[Callable[[Call], None]] = []
         self._closed = False
+        self._chars = 0
+        self._kept: list[dict[str, Any]] | None = None
+        self.estimate = True  # a provider's stream: estimate the tokens if it never reports usage
 
     def on_close(self, callback: Callable[[Call], None]) -> None:
         self._on_close.append(callback)
+
+    def keep_chunks(self) -> list[dict[str, Any]]:
+        """From now on, every chunk passed on is also appended to the returned list (for a cache)."""
+        if self._kept is None:
+            self._kept = []
+        return self._kept
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
@@ -198,6 +268,17 @@ class ChunkStream:
             self.call.add_usage(usage)
             if not chunk.get("choices"):
                 return self._usage_wanted
+        if self._kept is not None:
+            self._kept.append(chunk)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                self._chars += len(content)
+            for tool_call in delta.get("tool_calls") or ():
+                args = (tool_call.get("function") or {}).get("arguments")
+                if isinstance(args, str):
+                    self._chars += len(args)
         return True
 
     async def aclose(self) -> None:
@@ -211,7 +292,10 @@ class ChunkStream:
         except Exception:  # noqa: BLE001 - closing a broken upstream must not mask the real outcome
             pass
         finally:
-            if self.call.status == "pending":
-                self.call.status = "client_closed"
+            call = self.call
+            if call.status == "pending":
+                call.status = "client_closed"
+            if self.estimate and call.usage is None and call.route_index is not None:
+                call.add_prompt_estimate(call.price, self._chars)
             for callback in self._on_close:
                 callback(self.call)

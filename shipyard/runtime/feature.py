@@ -10,8 +10,10 @@ import jsonschema
 import orjson
 
 from ..config import FeatureSpec, template_environment
+from ..economics.pricing import Price
 from ..errors import InputValidationError
-from .resilience import Backoff, CircuitBreaker
+from .concurrency import ConcurrencyLimit
+from .resilience import Backoff
 
 
 def _validator(schema: dict[str, Any] | None) -> Any:
@@ -39,15 +41,30 @@ def describe(problems: list[dict[str, str]]) -> str:
 class Feature:
     name: str
     spec: FeatureSpec
-    breakers: list[CircuitBreaker]
+    breakers: list[Any]  # one per route: admit() / record() / release(), local or shared (state)
     backoff: Backoff
+    prices: list[Price | None] = field(default_factory=list)  # one per route; None: unpriced
+    gates: list[ConcurrencyLimit | None] = field(default_factory=list)  # one per route
     input_validator: Any = None
     output_validator: Any = None
     templates: list[tuple[str, jinja2.Template]] | None = None
     pipeline: Any = field(default=None, repr=False)
 
+    @property
+    def cheaper_route(self) -> int | None:
+        """The first route after the first that costs less per token: where a budget downgrades to."""
+        first = self.prices[0] if self.prices else None
+        if first is None:
+            return None
+        for i, price in enumerate(self.prices[1:], start=1):
+            if price is not None and price.input + price.output < first.input + first.output:
+                return i
+        return None
+
     @classmethod
-    def build(cls, name: str, spec: FeatureSpec, breakers: list[CircuitBreaker], backoff: Backoff) -> Feature:
+    def build(
+        cls, name: str, spec: FeatureSpec, breakers: list[Any], backoff: Backoff, prices: list[Price | None] | None = None
+    ) -> Feature:
         templates = None
         if spec.prompt is not None:
             env = template_environment()
@@ -57,6 +74,12 @@ class Feature:
             spec=spec,
             breakers=breakers,
             backoff=backoff,
+            prices=prices if prices is not None else [None] * len(spec.route),
+            gates=[
+                ConcurrencyLimit(c.max_in_flight, max_queue=c.max_queue, queue_timeout_s=c.queue_timeout_ms / 1000.0)
+                if (c := spec.concurrency) is not None else None
+                for _ in spec.route
+            ],
             input_validator=_validator(spec.input_schema),
             output_validator=_validator(spec.output_schema),
             templates=templates,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
 import os
 import random
 import sys
@@ -14,15 +15,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..access import KeyRing, Principal
 from ..config import BreakerSpec, Config, load_config
+from ..economics.pricing import Price, PriceTable
+from ..economics.quotas import rate_rules
 from ..errors import ProviderError, UnknownFeature
 from ..providers import available_kinds, get_provider_class
+from ..state import open_state
 from ..store import Store, TraceWriter
 from .call import Call, ChunkStream
 from .feature import Feature
-from .pipeline import build_pipeline, build_stages
-from .resilience import Backoff, CircuitBreaker
-from .stages import Route
+from .limits import budget_rules_for
+from .pipeline import Services, build_pipeline, build_stages
+from .resilience import Backoff
+from .route import Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,8 @@ class Reply:
     trace_id: str
     route: str | None
     attempts: int
+    cost_usd: float | None = None
+    cache: str | None = None
 
     @property
     def content(self) -> str | None:
@@ -48,6 +56,8 @@ class InvokeResult:
     trace_id: str
     route: str | None
     attempts: int
+    cost_usd: float | None = None
+    cache: str | None = None
 
 
 class StreamReply:
@@ -112,14 +122,38 @@ class Gateway:
             max_pending=spec.max_pending,
         )
         self.router = Route(self.providers, sleep=sleep, clock=clock)
-        self._breakers: dict[tuple[str, str, BreakerSpec], CircuitBreaker] = {}
+        model = config.model
+        self.state = open_state(model.state.url, on_failure=model.state.on_failure, prefix=model.state.prefix)
+        self.keys = KeyRing(self.store)
+        self.prices = PriceTable({k: Price(v.input, v.output) for k, v in model.pricing.items()})
+        self.embedder: Any = None
+        if any(f.cache is not None and f.cache.semantic is not None for f in config.features.values()):
+            from ..economics.semantic import shared_embedder
+
+            self.embedder = shared_embedder()
+        self.services = Services(
+            submit=self.writer.submit,
+            keys=self.keys,
+            state=self.state,
+            auth=model.auth,
+            tenants={
+                name: (
+                    rate_rules("tenant", name, t.limits.rpm, t.limits.tpm) if t.limits else [],
+                    budget_rules_for("tenant", name, t.budget),
+                )
+                for name, t in model.tenants.items()
+            },
+            embedder=self.embedder,
+        )
+        self._breakers: dict[tuple[str, str, BreakerSpec], Any] = {}
         self.features: dict[str, Feature] = {}
         for name, fspec in config.features.items():
-            breakers = [self._breaker(r.provider, r.model, fspec.circuit_breaker, clock) for r in fspec.route]
+            breakers = [self._breaker(r.provider, r.model, fspec.circuit_breaker) for r in fspec.route]
             b = fspec.backoff
             backoff = Backoff(b.base_s, b.max_s, b.max_retry_after_s, rand)
-            feature = Feature.build(name, fspec, breakers, backoff)
-            feature.pipeline = build_pipeline(build_stages(fspec, submit=self.writer.submit), self.router)
+            prices = [self._price(name, i) for i in range(len(fspec.route))]
+            feature = Feature.build(name, fspec, breakers, backoff, prices)
+            feature.pipeline = build_pipeline(build_stages(feature, self.services), self.router)
             self.features[name] = feature
         self.ready = False
         self.draining = False
@@ -148,19 +182,37 @@ class Gateway:
             providers[name] = cls(name, settings)
         return providers
 
-    def _breaker(self, provider: str, model: str, spec: BreakerSpec, clock: Callable[[], float]) -> CircuitBreaker:
-        # One breaker per provider+model, shared by the features that declare the same policy for it.
+    def _breaker(self, provider: str, model: str, spec: BreakerSpec) -> Any:
+        # One breaker per provider+model, shared by the features that declare the same policy for it
+        # (and, with Redis state, by every replica).
         key = (provider, model, spec)
         if key not in self._breakers:
-            self._breakers[key] = CircuitBreaker(
+            policy = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
+            self._breakers[key] = self.state.breaker(
+                f"breaker:{provider}/{model}:{policy}",
                 failure_ratio=spec.failure_ratio,
                 min_calls=spec.min_calls if spec.enabled else sys.maxsize,  # disabled: can never trip
                 window_s=spec.window_s,
                 cooldown_s=spec.cooldown_s,
                 probes=spec.half_open_probes,
-                clock=clock,
             )
         return self._breakers[key]
+
+    def _price(self, feature: str, index: int) -> Price | None:
+        """A route's price: config pricing, else the built-in table; in-process models cost nothing
+        unless priced. A feature with a budget must be able to price every route."""
+        spec = self.config.features[feature]
+        route = spec.route[index]
+        price = self.prices.lookup(route.provider, route.model)
+        if price is None and self.config.providers[route.provider].kind == "python":
+            price = Price(0.0, 0.0)
+        if price is None and spec.budget is not None:
+            raise self.config.problem(
+                ("features", feature, "budget"),
+                f"route {route.label} has no price, so its calls cannot be counted against the budget; "
+                f"add it under pricing: (\"{route.label}\": {{input: USD_PER_M, output: USD_PER_M}})",
+            )
+        return price
 
     def breaker_states(self) -> dict[str, str]:
         return {f"{p}/{m}": b.state.value for (p, m, _), b in self._breakers.items()}
@@ -176,8 +228,11 @@ class Gateway:
             if self.ready:
                 return
             await asyncio.to_thread(self.store.migrate)
+            await self.state.start()
             for provider in self.providers.values():
                 await provider.start()
+            if self.embedder is not None:
+                await asyncio.to_thread(self.embedder.load)
             await self.writer.start()
             atexit.register(self.writer.flush_sync)
             self.ready = True
@@ -199,7 +254,9 @@ class Gateway:
             return
         self._closed = True
         self.ready = False
+        await self.services.background.drain()
         await self.writer.aclose()
+        await self.state.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         atexit.unregister(self.writer.flush_sync)
@@ -231,10 +288,21 @@ class Gateway:
         input: Any = None,
         metadata: dict[str, Any] | None = None,
         trace_id: str | None = None,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        cache_control: str = "",
     ) -> Call:
+        """A call for ``feature``. The server passes the client's ``api_key``; a trusted in-process caller
+        may name the ``tenant`` instead (no key needed: the process already holds the config)."""
         call = Call(self.feature(feature), op, body, stream=stream, input=input, metadata=metadata or {})
         if trace_id:
             call.trace_id = trace_id
+        call.api_key = api_key
+        if tenant is not None:
+            call.principal = Principal(tenant=tenant, role="admin")
+        elif api_key is None and self.config.model.auth == "keys":
+            call.principal = Principal(tenant="local", role="admin")  # the Python API, in this process
+        call.cache_control = cache_control.lower()
         return call
 
     async def run(self, call: Call) -> Any:
@@ -243,23 +311,28 @@ class Gateway:
             await self.start()
         return await call.feature.pipeline(call)
 
-    async def chat(self, feature: str, messages: list[dict[str, Any]], **params: Any) -> Reply:
-        call = self.new_call(feature, "chat", {"messages": messages, **params})
+    async def chat(
+        self, feature: str, messages: list[dict[str, Any]], *, tenant: str | None = None, **params: Any
+    ) -> Reply:
+        call = self.new_call(feature, "chat", {"messages": messages, **params}, tenant=tenant)
         body = await self.run(call)
-        return Reply(body, call.trace_id, call.route, len(call.attempts))
+        return Reply(body, call.trace_id, call.route, len(call.attempts), call.cost_usd, call.cache)
 
-    def stream(self, feature: str, messages: list[dict[str, Any]], **params: Any) -> StreamReply:
-        return StreamReply(self, self.new_call(feature, "chat", {"messages": messages, **params}, stream=True))
+    def stream(
+        self, feature: str, messages: list[dict[str, Any]], *, tenant: str | None = None, **params: Any
+    ) -> StreamReply:
+        call = self.new_call(feature, "chat", {"messages": messages, **params}, stream=True, tenant=tenant)
+        return StreamReply(self, call)
 
-    async def invoke(self, feature: str, input: Any) -> InvokeResult:
-        call = self.new_call(feature, "invoke", {}, input=input)
+    async def invoke(self, feature: str, input: Any, *, tenant: str | None = None) -> InvokeResult:
+        call = self.new_call(feature, "invoke", {}, input=input, tenant=tenant)
         await self.run(call)
-        return InvokeResult(call.output, call.trace_id, call.route, len(call.attempts))
+        return InvokeResult(call.output, call.trace_id, call.route, len(call.attempts), call.cost_usd, call.cache)
 
-    async def embed(self, feature: str, input: Any, **params: Any) -> Reply:
-        call = self.new_call(feature, "embed", {"input": input, **params})
+    async def embed(self, feature: str, input: Any, *, tenant: str | None = None, **params: Any) -> Reply:
+        call = self.new_call(feature, "embed", {"input": input, **params}, tenant=tenant)
         body = await self.run(call)
-        return Reply(body, call.trace_id, call.route, len(call.attempts))
+        return Reply(body, call.trace_id, call.route, len(call.attempts), call.cost_usd, call.cache)
 
     # -- records -----------------------------------------------------------------------------------
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import FeatureSpec
-from .call import Call
-from .stages import Fallback, InputContract, Next, OutputContract, Record, Route, Stage
+from ..access import KeyRing
+from ..economics.quotas import BudgetRule, RateRule
+from ..state import State
+from .call import Background, Call
+from .caching import Cache
+from .feature import Feature
+from .limits import Admit, Limit
+from .route import Route
+from .stages import Fallback, InputContract, Next, OutputContract, Record, Stage
 
 
 def fold(stages: Sequence[Stage], innermost: Next) -> Next:
@@ -27,16 +34,48 @@ def _bind(stage: Stage, inner: Next) -> Next:
     return run
 
 
-def build_stages(spec: FeatureSpec, *, submit: Callable[[dict[str, Any]], None]) -> list[Stage]:
-    """The stages a feature runs, outermost first, from its spec. This is the one place the order is decided:
+@dataclass
+class Services:
+    """What the stages share across features: the trace writer, keys, the shared state."""
 
-        record -> inspect input -> fallback -> inspect output -> route -> provider
+    submit: Callable[[dict[str, Any]], None]
+    keys: KeyRing
+    state: State
+    auth: str = "none"
+    tenants: dict[str, tuple[list[RateRule], list[BudgetRule]]] = field(default_factory=dict)
+    background: Background = field(default_factory=Background)
+    embedder: Any = None
 
-    Admission (keys), limits (budgets, rates), guards and caches slot in here as they are built.
-    Fallback sits outside the output contract so that a contract no route can meet still gets the
-    feature's fallback_response, and outside any future cache so that fallbacks are never cached.
+
+def build_stages(feature: Feature, services: Services) -> list[Stage]:
+    """The stages a feature runs, outermost first. This is the one place the order is decided:
+
+        record -> admit -> inspect input -> limit -> fallback -> cache -> inspect output -> route
+
+    Limits come after the input contract (not before, as a first sketch had it): a typed call's prompt
+    only exists once its input is rendered, and its tokens are what the limits and budgets count.
+    Fallback sits outside the cache and the output contract, so that a contract no route can meet
+    still gets the feature's fallback_response, and fallbacks are never cached.
     """
-    return [Record(submit), InputContract(), Fallback(), OutputContract()]
+    spec = feature.spec
+    stages: list[Stage] = [Record(services.submit), Admit(services.auth, services.keys), InputContract()]
+    may_limit = spec.limits or spec.budget or spec.max_input_tokens or services.tenants or services.auth == "keys"
+    if may_limit:
+        stages.append(
+            Limit(
+                services.state,
+                feature=feature.name,
+                limits=spec.limits,
+                budget=spec.budget,
+                tenants=services.tenants,
+                background=services.background,
+            )
+        )
+    stages.append(Fallback())
+    if spec.cache is not None and (spec.cache.exact or spec.cache.semantic):
+        stages.append(Cache(services.state, spec.cache, services.background, services.embedder))
+    stages.append(OutputContract())
+    return stages
 
 
 def build_pipeline(stages: Sequence[Stage], route: Route) -> Next:

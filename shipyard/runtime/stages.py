@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -17,18 +16,13 @@ from ..errors import (
     AllRoutesFailed,
     DeadlineExceeded,
     InputValidationError,
-    MalformedResponse,
     OutputContractError,
-    ProviderError,
     ProviderRejected,
-    ProviderTimeout,
     ShipyardError,
-    TransientProviderError,
-    UnsupportedOperation,
     error_class_name,
 )
 from ..providers._format import chat_completion, chunks_from_completion, message_text
-from .call import Attempt, Call, ChunkStream
+from .call import Call, ChunkStream
 from .feature import describe, schema_errors
 
 Next = Callable[[Call], Awaitable[Any]]
@@ -72,6 +66,7 @@ class Record:
     def finish(self, call: Call) -> None:
         err = call.error
         usage = call.usage or {}
+        principal = call.principal
         self.submit(
             {
                 "trace_id": call.trace_id,
@@ -90,6 +85,11 @@ class Record:
                 "total_tokens": usage.get("total_tokens"),
                 "attempts": [a.to_dict() for a in call.attempts],
                 "events": call.events,
+                "tenant": principal.tenant if principal else None,
+                "key_id": principal.key_id if principal else None,
+                "cost_usd": call.cost_nano / 1e9 if call.cost_nano is not None else None,
+                "cost_estimated": call.cost_estimated,
+                "cache": call.cache,
             }
         )
 
@@ -134,15 +134,20 @@ class Fallback:
         else:
             content = orjson.dumps(fallback).decode()
         completion = chat_completion(content, model=call.feature.name)
-        if call.stream:
-            first, *others = chunks_from_completion(completion)
+        return stream_of(call, completion) if call.stream else completion
 
-            async def rest() -> Any:
-                for piece in others:
-                    yield piece
 
-            return ChunkStream(call, first, rest(), idle_s=1.0, usage_wanted=_usage_wanted(call))
-        return completion
+def stream_of(call: Call, completion: dict[str, Any]) -> ChunkStream:
+    """A finished completion served as a stream (a fallback, a cache hit): no provider, nothing to estimate."""
+    first, *others = chunks_from_completion(completion)
+
+    async def rest() -> Any:
+        for piece in others:
+            yield piece
+
+    stream = ChunkStream(call, first, rest(), idle_s=1.0, usage_wanted=usage_wanted(call))
+    stream.estimate = False
+    return stream
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -240,129 +245,7 @@ class OutputContract:
         ]
 
 
-def _usage_wanted(call: Call) -> bool:
+def usage_wanted(call: Call) -> bool:
     options = call.body.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))
 
-
-class Route:
-    """Innermost: the feature's ordered routes, each attempt under the deadline, with retries,
-    backoff, circuit breakers; raises AllRoutesFailed / DeadlineExceeded when nothing served."""
-
-    def __init__(
-        self,
-        providers: dict[str, Any],
-        *,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.providers = providers
-        self.sleep = sleep
-        self.clock = clock
-
-    async def handle(self, call: Call, next: Next | None = None) -> Any:
-        feature = call.feature
-        routes = feature.spec.route
-        if call.route_only is not None:
-            indexes: range | list[int] = [call.route_only]
-        else:
-            indexes = range(call.route_from, len(routes))
-        last: ShipyardError | None = None
-        for index in indexes:
-            route = routes[index]
-            provider = self.providers[route.provider]
-            breaker = feature.breakers[index]
-            body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
-            if route.params:
-                body.update(route.params)
-            if not call.stream:
-                body.pop("stream_options", None)
-            for retry in range(route.retries + 1):
-                remaining = call.deadline - self.clock()
-                if remaining <= 0:
-                    raise self._deadline(call)
-                ticket = breaker.admit()
-                if ticket is None:
-                    call.attempts.append(
-                        Attempt(route.provider, route.model, "skipped", error_type="circuit_open",
-                                error_message=f"circuit breaker of {route.label} is open",
-                                offset_ms=call.elapsed_ms())
-                    )
-                    last = last or AllRoutesFailed(f"the circuit breaker of {route.label} is open")
-                    break
-                timeout = min(route.timeout_s, remaining)
-                started = self.clock()
-                attempt = Attempt(route.provider, route.model, "ok", offset_ms=(started - call.t0) * 1000.0)
-                try:
-                    async with asyncio.timeout(timeout):
-                        result = await self._once(call, provider, route.model, body, route.timeout_s)
-                except TimeoutError:
-                    err: ProviderError = ProviderTimeout(
-                        f"{route.label} did not answer within {timeout:.3g}s"
-                        + (" (the rest of the feature's deadline)" if timeout < route.timeout_s else "")
-                    )
-                except ProviderError as exc:
-                    err = exc
-                except BaseException:
-                    # Cancelled, unsupported, or an adapter bug: no verdict on the route's health, but
-                    # the half-open probe slot this call may hold must be given back.
-                    breaker.release(ticket)
-                    raise
-                else:
-                    attempt.latency_ms = (self.clock() - started) * 1000.0
-                    call.attempts.append(attempt)
-                    breaker.record(True, ticket)
-                    call.route, call.route_index = route.label, index
-                    if isinstance(result, dict):
-                        call.add_usage(result.get("usage"))
-                    return result
-                attempt.latency_ms = (self.clock() - started) * 1000.0
-                attempt.outcome = "error"
-                attempt.error_type = error_class_name(err)
-                attempt.error_message = err.message
-                attempt.status_code = err.status_code
-                call.attempts.append(attempt)
-                if isinstance(err, ProviderRejected):
-                    breaker.release(ticket)  # the request's fault says nothing about the route's health
-                    raise err
-                breaker.record(False, ticket)
-                last = err
-                if not isinstance(err, TransientProviderError) or retry == route.retries:
-                    break
-                delay = feature.backoff.delay(retry, err.retry_after)
-                if delay is None or delay >= call.deadline - self.clock():
-                    call.event("retry_abandoned", route=route.label, wanted_delay_s=err.retry_after)
-                    break
-                await self.sleep(delay)
-        if call.deadline - self.clock() <= 0:
-            raise self._deadline(call)
-        raise AllRoutesFailed(
-            f"every route of {feature.name} failed"
-            + (f"; last error: {last.message}" if last else "")
-            + ". Check the providers, or give the feature a fallback_response.",
-            details=[a.to_dict() for a in call.attempts][-10:],
-        )
-
-    async def _once(self, call: Call, provider: Any, model: str, body: dict[str, Any], idle_s: float) -> Any:
-        if call.op == "embed":
-            return await provider.embed(model, body)
-        if not call.stream:
-            return await provider.complete(model, body)
-        chunks = provider.stream(model, body)
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            raise MalformedResponse(f"{provider.name} ended the stream before sending anything") from None
-        except BaseException:
-            await chunks.aclose()
-            raise
-        return ChunkStream(call, first, chunks, idle_s=idle_s, usage_wanted=_usage_wanted(call))
-
-    @staticmethod
-    def _deadline(call: Call) -> DeadlineExceeded:
-        spec = call.feature.spec
-        return DeadlineExceeded(
-            f"{call.feature.name} did not finish within its deadline of {spec.deadline_s:g}s "
-            f"after {len(call.attempts)} attempt(s)",
-            details=[a.to_dict() for a in call.attempts][-10:],
-        )

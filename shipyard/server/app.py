@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import InvalidJSON, NotFound, PayloadTooLarge, RequestError, ShipyardError
+from ..access import OPEN, Principal
+from ..errors import InvalidJSON, NotFound, PayloadTooLarge, RequestError, ShipyardError, TooManyRequests
 from ..runtime import Call, ChunkStream, Gateway
 from ..runtime.call import new_trace_id
 
@@ -33,16 +35,34 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def call_headers(call: Call) -> dict[str, str]:
-    return {
+    headers = {
         "x-shipyard-trace-id": call.trace_id,
         "x-shipyard-route": call.route or "none",
         "x-shipyard-attempts": str(len(call.attempts)),
     }
+    if call.cost_nano is not None and not call.stream:
+        headers["x-shipyard-cost-usd"] = f"{call.cost_nano / 1e9:.9f}".rstrip("0").rstrip(".") or "0"
+    if call.cache is not None:
+        headers["x-shipyard-cache"] = call.cache
+    elif call.feature.spec.cache is not None:
+        headers["x-shipyard-cache"] = "bypass" if "no-cache" in call.cache_control else "miss"
+    return headers
 
 
 def error_response(exc: ShipyardError, trace_id: str, call: Call | None = None) -> Response:
     headers = call_headers(call) if call is not None else {"x-shipyard-trace-id": trace_id}
+    if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
     return json_response(exc.to_dict(trace_id), exc.status, headers)
+
+
+def bearer(request: Request) -> str:
+    """The API key of a request ('' when it sent none): ``Authorization: Bearer KEY`` (or ``x-api-key``)."""
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key", "").strip()
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -100,7 +120,10 @@ class Api:
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                 raise RequestError("'messages' must be a non-empty list of message objects", param="messages")
             stream = bool(body.pop("stream", False))
-            call = self.gateway.new_call(feature, "chat", body, stream=stream, trace_id=trace_id)
+            call = self.gateway.new_call(
+                feature, "chat", body, stream=stream, trace_id=trace_id, api_key=bearer(request),
+                cache_control=request.headers.get("cache-control", ""),
+            )
         except ShipyardError as exc:
             return error_response(exc, trace_id)
         result, failed = await self.run(call)
@@ -132,7 +155,7 @@ class Api:
             feature = _require_feature(body)
             if "input" not in body:
                 raise RequestError("'input' is required: a string or a list of strings", param="input")
-            call = self.gateway.new_call(feature, "embed", body, trace_id=trace_id)
+            call = self.gateway.new_call(feature, "embed", body, trace_id=trace_id, api_key=bearer(request))
         except ShipyardError as exc:
             return error_response(exc, trace_id)
         result, failed = await self.run(call)
@@ -147,7 +170,10 @@ class Api:
             unknown = set(body) - {"input"}
             if unknown:
                 raise RequestError(f"unknown field(s) {sorted(unknown)}; the body is {{\"input\": ...}}")
-            call = self.gateway.new_call(request.path_params["name"], "invoke", {}, input=body["input"], trace_id=trace_id)
+            call = self.gateway.new_call(
+                request.path_params["name"], "invoke", {}, input=body["input"], trace_id=trace_id,
+                api_key=bearer(request), cache_control=request.headers.get("cache-control", ""),
+            )
         except ShipyardError as exc:
             return error_response(exc, trace_id)
         _, failed = await self.run(call)
@@ -157,19 +183,36 @@ class Api:
             {"output": call.output, "trace_id": call.trace_id, "route": call.route}, headers=call_headers(call)
         )
 
+    async def principal(self, request: Request) -> Principal:
+        if self.gateway.config.model.auth == "none":
+            return OPEN
+        if not self.gateway.ready:
+            await self.gateway.start()
+        return await self.gateway.keys.verify(bearer(request))
+
     async def models(self, request: Request) -> Response:
+        try:
+            who = await self.principal(request)
+        except ShipyardError as exc:
+            return json_response(exc.to_dict(), exc.status)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "shipyard", "description": f.spec.description}
             for name, f in self.gateway.features.items()
+            if who.may_use(name)
         ]
         return json_response({"object": "list", "data": data})
 
     async def trace(self, request: Request) -> Response:
+        """A trace, for an admin, or for an owner key of the tenant the call was for."""
         trace_id = request.path_params["trace_id"]
-        record = await self.gateway.get_trace(trace_id)
-        if record is None:
-            err = NotFound(f"no trace {trace_id!r}: it was never recorded, or its retention ended")
-            return json_response(err.to_dict(), 404)
+        try:
+            who = await self.principal(request)
+            who.require("admin", "owner")
+            record = await self.gateway.get_trace(trace_id)
+            if record is None or (who.role != "admin" and record.get("tenant") != who.tenant):
+                raise NotFound(f"no trace {trace_id!r}: it was never recorded, or its retention ended")
+        except ShipyardError as exc:
+            return json_response(exc.to_dict(), exc.status)
         return json_response(record)
 
     async def healthz(self, request: Request) -> Response:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from ..errors import ConfigError
-from ._schema import attempts, metadata, traces
+from ._schema import api_keys, attempts, metadata, traces
 from .writer import TraceWriter
 
 __all__ = ["Store", "TraceWriter", "metadata"]
@@ -165,6 +165,62 @@ class Store:
     def count_traces(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one())
+
+    COST_GROUPS = ("feature", "tenant", "key", "model")
+
+    def cost_totals(self, *, by: str = "feature", since: float | None = None) -> list[dict[str, Any]]:
+        """Calls, tokens and USD per feature, tenant, key or model (the route that served), largest first."""
+        column = {"feature": traces.c.feature, "tenant": traces.c.tenant, "key": traces.c.key_id,
+                  "model": traces.c.route}[by]
+        estimated = sa.func.sum(sa.case((traces.c.cost_estimated.is_(True), 1), else_=0))
+        query = (
+            sa.select(
+                column.label("group"),
+                sa.func.count().label("calls"),
+                sa.func.coalesce(sa.func.sum(traces.c.prompt_tokens), 0).label("prompt_tokens"),
+                sa.func.coalesce(sa.func.sum(traces.c.completion_tokens), 0).label("completion_tokens"),
+                sa.func.coalesce(sa.func.sum(traces.c.cost_usd), 0.0).label("cost_usd"),
+                estimated.label("estimated"),
+                sa.func.sum(sa.case((traces.c.cache.is_not(None), 1), else_=0)).label("cache_hits"),
+            )
+            .group_by(column)
+            .order_by(sa.desc("cost_usd"))
+        )
+        if since is not None:
+            query = query.where(traces.c.started_at >= since)
+        with self.engine.connect() as conn:
+            return [_plain(r) for r in conn.execute(query).mappings()]
+
+    # -- API keys ----------------------------------------------------------------------------------
+
+    def insert_key(self, row: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**row))
+
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+        return None if row is None else _plain(row)
+
+    def list_keys(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(api_keys).order_by(api_keys.c.created_at)
+        if tenant:
+            query = query.where(api_keys.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [_plain(r, skip=("salt", "secret_hash")) for r in conn.execute(query).mappings()]
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        """Mark a key revoked; False if there is no such key (revoking twice keeps the first time)."""
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(api_keys.c.key_id).where(api_keys.c.key_id == key_id)).first()
+            if found is None:
+                return False
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+        return True
 
 
 def _clean(value: Any) -> Any:

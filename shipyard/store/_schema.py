@@ -25,8 +25,15 @@ traces = sa.Table(
     sa.Column("total_tokens", sa.Integer),
     sa.Column("attempt_count", sa.Integer, nullable=False, default=0),
     sa.Column("events", sa.JSON),
+    # 0002: who called, what it cost, whether a cache answered
+    sa.Column("tenant", sa.String(128)),
+    sa.Column("key_id", sa.String(32)),
+    sa.Column("cost_usd", sa.Float),
+    sa.Column("cost_estimated", sa.Boolean),
+    sa.Column("cache", sa.String(16)),
     sa.Index("ix_traces_started_at", "started_at"),
     sa.Index("ix_traces_feature_started_at", "feature", "started_at"),
+    sa.Index("ix_traces_tenant_started_at", "tenant", "started_at"),
 )
 
 attempts = sa.Table(
@@ -44,4 +51,24 @@ attempts = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("offset_ms", sa.Float, nullable=False),
     sa.Index("ix_trace_attempts_trace_id", "trace_id", "seq"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("features", sa.JSON),  # null: every feature
+    sa.Column("name", sa.String(200)),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("tpm", sa.Integer),
+    sa.Column("usd_per_day", sa.Float),
+    sa.Column("usd_per_month", sa.Float),
+    sa.Index("ix_api_keys_tenant", "tenant"),
 )

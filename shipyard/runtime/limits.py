@@ -1,0 +1,176 @@
+"""Admission and limits: who is calling (API key -> principal), rate limits and budgets.
+
+Both stages adapt a Call to plain rules (``economics.quotas``) and the shared state; the state does the
+atomic arithmetic, so limits hold across replicas when it is Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..access import OPEN, KeyRing, Principal
+from ..config import BudgetSpec, LimitSpec
+from ..economics.pricing import NANO, estimate_prompt_tokens, max_output_tokens
+from ..economics.quotas import BudgetRule, RateRule, budget_rules, rate_rules
+from ..errors import BudgetExceeded, PayloadTooLarge, RateLimited
+from ..state import State
+from .call import Background, Call, ChunkStream
+from .stages import Next
+
+log = logging.getLogger("shipyard.limits")
+
+
+class Admit:
+    """API key -> principal (tenant, role, features); 401 without a valid key, 403 for another feature.
+
+    A trusted in-process caller may set ``call.principal`` itself (the Python API's ``tenant=``)."""
+
+    def __init__(self, auth: str, keys: KeyRing) -> None:
+        self.auth = auth
+        self.keys = keys
+
+    async def handle(self, call: Call, next: Next) -> Any:
+        if call.principal is None:
+            call.principal = OPEN if self.auth == "none" else await self.keys.verify(call.api_key)
+        call.principal.check_feature(call.feature.name)
+        return await next(call)
+
+
+class Limit:
+    """Before the call: the prompt's size, rate limits (requests and tokens per minute) and budgets
+    (a reservation of the most the call can cost). After it: settle the tokens and the cost it really
+    used, whatever the outcome (a failed call gives its reservation back)."""
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        feature: str,
+        limits: LimitSpec | None,
+        budget: BudgetSpec | None,
+        tenants: dict[str, tuple[list[RateRule], list[BudgetRule]]],
+        background: Background,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.rates = rate_rules("feature", feature, limits.rpm, limits.tpm) if limits else []
+        self.budgets = budget_rules_for("feature", feature, budget)
+        self.tenants = tenants
+        self.background = background
+        self.clock = clock
+        self._warned: set[str] = set()
+
+    def rules_for(self, principal: Principal | None) -> tuple[list[RateRule], list[BudgetRule]]:
+        rates, budgets = list(self.rates), list(self.budgets)
+        if principal is None:
+            return rates, budgets
+        tenant = self.tenants.get(principal.tenant)
+        if tenant is not None:
+            rates += tenant[0]
+            budgets += tenant[1]
+        if principal.key_id is not None:
+            rates += rate_rules("key", principal.key_id, principal.rpm, principal.tpm)
+            budgets += budget_rules(
+                "key", principal.key_id, usd_per_day=principal.usd_per_day, usd_per_month=principal.usd_per_month
+            )
+        return rates, budgets
+
+    async def handle(self, call: Call, next: Next) -> Any:
+        spec = call.feature.spec
+        estimate = estimate_prompt_tokens(call.body)
+        if spec.max_input_tokens is not None and estimate > spec.max_input_tokens:
+            raise PayloadTooLarge(
+                f"the request is about {estimate} tokens; {call.feature.name} takes at most "
+                f"{spec.max_input_tokens} (max_input_tokens). Shorten the messages."
+            )
+        rates, budgets = self.rules_for(call.principal)
+        tokens = [r for r in rates if r.what == "tokens"]
+        if rates:
+            await self._take(call, rates, estimate)
+        reserved, held = 0, []
+        if budgets:
+            reserved, held = await self._reserve(call, budgets, estimate)
+        if not tokens and not held:
+            return await next(call)
+
+        def settle(_: Call | None = None) -> None:
+            self.background.spawn(self._settle(call, tokens, estimate, held, reserved))
+
+        try:
+            result = await next(call)
+        except BaseException:
+            settle()
+            raise
+        if isinstance(result, ChunkStream):
+            result.on_close(settle)
+        else:
+            settle()
+        return result
+
+    async def _take(self, call: Call, rates: list[RateRule], estimate: int) -> None:
+        decision = await self.state.take([r.bucket(1 if r.what == "requests" else estimate) for r in rates])
+        if decision.degraded:
+            call.event("state_degraded", stage="rate_limit")
+        if decision.allowed:
+            return
+        denied = [r for r in rates if r.key in decision.denied] or rates
+        if decision.retry_after_s is None:
+            raise PayloadTooLarge(
+                f"the request is about {estimate} tokens, more than {denied[0].describe()}: it can never pass. "
+                "Shorten it, or raise the limit."
+            )
+        call.retry_after = decision.retry_after_s
+        raise RateLimited(
+            f"rate limited: {denied[0].describe()}; retry after {decision.retry_after_s:.2f}s",
+            retry_after=decision.retry_after_s,
+            details=[{"limit": r.key, "per_minute": r.limit} for r in denied],
+        )
+
+    async def _reserve(self, call: Call, rules: list[BudgetRule], estimate: int) -> tuple[int, list[Any]]:
+        feature = call.feature
+        out = max_output_tokens(call.body, feature.spec.max_output_tokens)
+        amount = max((p.cost_nano(estimate, out) for p in feature.prices if p is not None), default=0)
+        now = self.clock()
+        budgets = [r.budget(now) for r in rules]
+        decision = await self.state.reserve(budgets, amount)
+        if decision.degraded:
+            call.event("state_degraded", stage="budget")
+        if not decision.allowed:
+            i = next(i for i, b in enumerate(budgets) if b.key == decision.denied)
+            message, retry_after = rules[i].refusal(now, decision.spent[i], amount)
+            call.retry_after = retry_after
+            raise BudgetExceeded(message, retry_after=retry_after, details={"budget": decision.denied})
+        for rule, budget, spent in zip(rules, budgets, decision.spent, strict=False):
+            share = (spent + amount) / budget.limit if budget.limit else 1.0
+            if not rule.hard and spent + amount > budget.limit:
+                call.event("budget_soft_exceeded", budget=budget.key, spent_usd=spent / NANO, limit_usd=rule.usd)
+                if budget.key not in self._warned:
+                    self._warned.add(budget.key)
+                    log.warning("soft budget exceeded: %s; calls are still served", rule.describe())
+            if rule.downgrade_at is not None and share >= rule.downgrade_at and call.route_from == 0:
+                cheaper = feature.cheaper_route
+                if cheaper is not None:
+                    call.route_from = cheaper
+                    call.event("downgraded", budget=budget.key, share=round(share, 4),
+                               route=feature.spec.route[cheaper].label)
+        return amount, budgets
+
+    async def _settle(self, call: Call, tokens: list[RateRule], estimate: int, budgets: list[Any], reserved: int) -> None:
+        if tokens:
+            used = int((call.usage or {}).get("total_tokens") or 0)
+            if used != estimate:
+                await self.state.charge([r.bucket(used - estimate) for r in tokens])
+        if budgets:
+            await self.state.settle(budgets, reserved, call.cost_nano or 0)
+
+
+def budget_rules_for(scope: str, name: str, spec: BudgetSpec | None) -> list[BudgetRule]:
+    if spec is None:
+        return []
+    return budget_rules(
+        scope, name, usd_per_day=spec.usd_per_day, usd_per_month=spec.usd_per_month,
+        hard=spec.mode == "hard", downgrade_at=spec.downgrade_at,
+    )

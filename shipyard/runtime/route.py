@@ -1,0 +1,239 @@
+"""The innermost stage: the feature's ordered routes, each attempt under the deadline, with retries,
+backoff, circuit breakers, per-route concurrency limits (load shedding) and optional hedging."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import (
+    AllRoutesFailed,
+    DeadlineExceeded,
+    MalformedResponse,
+    Overloaded,
+    ProviderError,
+    ProviderRejected,
+    ProviderTimeout,
+    ShipyardError,
+    TransientProviderError,
+    error_class_name,
+)
+from .call import Attempt, Call, ChunkStream
+from .stages import Next, usage_wanted
+
+
+class _Skipped(Exception):
+    """A route that was not tried: its breaker is open, or it is saturated."""
+
+    def __init__(self, error: ShipyardError) -> None:
+        self.error = error
+
+
+class Route:
+    """Raises AllRoutesFailed / DeadlineExceeded / Overloaded when nothing served."""
+
+    def __init__(
+        self,
+        providers: dict[str, Any],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.providers = providers
+        self.sleep = sleep
+        self.clock = clock
+
+    async def handle(self, call: Call, next: Next | None = None) -> Any:
+        feature = call.feature
+        routes = feature.spec.route
+        if call.route_only is not None:
+            indexes: list[int] = [call.route_only]
+        else:
+            indexes = list(range(call.route_from, len(routes)))
+        hedge = feature.spec.hedge
+        last: ShipyardError | None = None
+        shed = 0
+        for pos, index in enumerate(indexes):
+            route = routes[index]
+            partner = indexes[pos + 1] if hedge is not None and pos + 1 < len(indexes) else None
+            for retry in range(route.retries + 1):
+                if call.deadline - self.clock() <= 0:
+                    raise self._deadline(call)
+                try:
+                    if partner is not None and retry == 0:
+                        return await self._hedged(call, index, partner, hedge.after_ms / 1000.0)  # type: ignore[union-attr]
+                    return await self._try(call, index)
+                except _Skipped as skipped:
+                    shed += isinstance(skipped.error, Overloaded)
+                    last = last or skipped.error
+                    break
+                except ProviderRejected:
+                    raise
+                except ProviderError as err:
+                    last = err
+                    if not isinstance(err, TransientProviderError) or retry == route.retries:
+                        break
+                    delay = feature.backoff.delay(retry, err.retry_after)
+                    if delay is None or delay >= call.deadline - self.clock():
+                        call.event("retry_abandoned", route=route.label, wanted_delay_s=err.retry_after)
+                        break
+                    await self.sleep(delay)
+        if call.deadline - self.clock() <= 0:
+            raise self._deadline(call)
+        if shed and shed == len(call.attempts):
+            raise Overloaded(
+                f"every route of {feature.name} is at its concurrency limit and its queue is full; "
+                "retry shortly, or raise concurrency.max_in_flight",
+                details=[a.to_dict() for a in call.attempts][-10:],
+            )
+        raise AllRoutesFailed(
+            f"every route of {feature.name} failed"
+            + (f"; last error: {last.message}" if last else "")
+            + ". Check the providers, or give the feature a fallback_response.",
+            details=[a.to_dict() for a in call.attempts][-10:],
+        )
+
+    async def _try(self, call: Call, index: int) -> Any:
+        """One attempt at route ``index``: the result, or the ProviderError it failed with (recorded)."""
+        feature = call.feature
+        route = feature.spec.route[index]
+        gate = feature.gates[index]
+        if gate is not None and not await gate.acquire():
+            call.attempts.append(
+                Attempt(route.provider, route.model, "skipped", error_type="overloaded",
+                        error_message=f"{route.label} is at its concurrency limit", offset_ms=call.elapsed_ms())
+            )
+            raise _Skipped(Overloaded(f"{route.label} is at its concurrency limit"))
+        held = gate is not None
+        try:
+            breaker = feature.breakers[index]
+            ticket = await breaker.admit()
+            if ticket is None:
+                call.attempts.append(
+                    Attempt(route.provider, route.model, "skipped", error_type="circuit_open",
+                            error_message=f"circuit breaker of {route.label} is open", offset_ms=call.elapsed_ms())
+                )
+                raise _Skipped(AllRoutesFailed(f"the circuit breaker of {route.label} is open"))
+            remaining = call.deadline - self.clock()
+            timeout = max(0.0, min(route.timeout_s, remaining))
+            started = self.clock()
+            attempt = Attempt(route.provider, route.model, "ok", offset_ms=(started - call.t0) * 1000.0)
+            body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
+            if route.params:
+                body.update(route.params)
+            if not call.stream:
+                body.pop("stream_options", None)
+            provider = self.providers[route.provider]
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await self._once(call, provider, route.model, body, route.timeout_s)
+            except TimeoutError:
+                err: ProviderError = ProviderTimeout(
+                    f"{route.label} did not answer within {timeout:.3g}s"
+                    + (" (the rest of the feature's deadline)" if timeout < route.timeout_s else "")
+                )
+            except ProviderError as exc:
+                err = exc
+            except asyncio.CancelledError:
+                # A hedge lost, or the client left: no verdict on the route, but it may have billed the prompt.
+                attempt.outcome, attempt.error_type = "cancelled", "cancelled"
+                attempt.latency_ms = (self.clock() - started) * 1000.0
+                call.attempts.append(attempt)
+                breaker.release(ticket)
+                raise
+            except BaseException:
+                # Unsupported, or an adapter bug: no verdict on the route's health, but the half-open
+                # probe slot this call may hold must be given back.
+                breaker.release(ticket)
+                raise
+            else:
+                attempt.latency_ms = (self.clock() - started) * 1000.0
+                call.attempts.append(attempt)
+                breaker.record(True, ticket)
+                call.route, call.route_index, call.price = route.label, index, feature.prices[index]
+                if isinstance(result, dict):
+                    call.add_usage(result.get("usage"))
+                elif isinstance(result, ChunkStream) and gate is not None:
+                    held = False  # the slot is the stream's until it ends
+                    result.on_close(lambda _c: gate.release())
+                return result
+            attempt.latency_ms = (self.clock() - started) * 1000.0
+            attempt.outcome = "error"
+            attempt.error_type = error_class_name(err)
+            attempt.error_message = err.message
+            attempt.status_code = err.status_code
+            call.attempts.append(attempt)
+            if isinstance(err, ProviderRejected):
+                breaker.release(ticket)  # the request's fault says nothing about the route's health
+            else:
+                breaker.record(False, ticket)
+            raise err
+        finally:
+            if held:
+                gate.release()  # type: ignore[union-attr]
+
+    async def _hedged(self, call: Call, first: int, second: int, after_s: float) -> Any:
+        """Try ``first``; if it has not answered after ``after_s``, try ``second`` too. The first answer
+        wins and the other attempt is cancelled (its prompt is counted in the cost, as an estimate).
+        When both fail, the first one's error is raised (its retries follow as usual)."""
+        primary = asyncio.ensure_future(self._try(call, first))
+        done, _ = await asyncio.wait({primary}, timeout=after_s)
+        if done:
+            return primary.result()
+        call.event("hedge", after_ms=round(after_s * 1000, 1), route=call.feature.spec.route[second].label)
+        backup = asyncio.ensure_future(self._try(call, second))
+        pending = {primary, backup}
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in (primary, backup):
+                    if task in done and task.exception() is None:
+                        for loser in pending:
+                            await self._cancel(call, loser, second if loser is backup else first)
+                        pending = set()
+                        return task.result()
+            return primary.result()  # both failed: the first route's error
+        except BaseException:
+            for task in pending:
+                task.cancel()
+            raise
+        finally:
+            for task in (primary, backup):
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a lost hedge's failure is in the attempts, not the log
+
+    @staticmethod
+    async def _cancel(call: Call, task: asyncio.Future[Any], index: int) -> None:
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # noqa: BLE001 - the loser's fate is recorded in its attempt
+            pass
+        call.add_prompt_estimate(call.feature.prices[index])
+        call.event("hedge_cancelled", route=call.feature.spec.route[index].label)
+
+    async def _once(self, call: Call, provider: Any, model: str, body: dict[str, Any], idle_s: float) -> Any:
+        if call.op == "embed":
+            return await provider.embed(model, body)
+        if not call.stream:
+            return await provider.complete(model, body)
+        chunks = provider.stream(model, body)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise MalformedResponse(f"{provider.name} ended the stream before sending anything") from None
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return ChunkStream(call, first, chunks, idle_s=idle_s, usage_wanted=usage_wanted(call))
+
+    @staticmethod
+    def _deadline(call: Call) -> DeadlineExceeded:
+        spec = call.feature.spec
+        return DeadlineExceeded(
+            f"{call.feature.name} did not finish within its deadline of {spec.deadline_s:g}s "
+            f"after {len(call.attempts)} attempt(s)",
+            details=[a.to_dict() for a in call.attempts][-10:],
+        )
