@@ -110,7 +110,7 @@ class Cache:
                             continue
                         stored = orjson.loads(raw)
                         if is_hit(score, question, stored.get("q", ""), self.threshold):
-                            call.event("cache_hit", kind="semantic", score=round(score, 4))
+                            call.event("cache_hit", cache="semantic", score=round(score, 4))
                             return self._hit(call, raw, "semantic")
         result = await next(call)
         if call.route_index is None or call.route == "fallback":
