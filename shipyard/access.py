@@ -110,8 +110,12 @@ class KeyRing:
         """A new key (the only time its secret exists in clear) and the row stored for it."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
-        if not tenant or len(tenant) > 128:
-            raise ValueError("tenant must be 1-128 characters")
+        if not tenant or len(tenant) > 128 or tenant != tenant.strip():
+            raise ValueError("tenant must be 1-128 characters, without leading or trailing spaces")
+        if name is not None and len(name) > 200:
+            raise ValueError(f"name must be at most 200 characters (got {len(name)})")
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise ValueError(f"expires_in_s must be positive (got {expires_in_s})")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_hex(16)
@@ -125,7 +129,7 @@ class KeyRing:
             "salt": salt,
             "secret_hash": _hash(salt, secret),
             "created_at": now,
-            "expires_at": now + expires_in_s if expires_in_s else None,
+            "expires_at": now + expires_in_s if expires_in_s is not None else None,
             "revoked_at": None,
             "rpm": rpm,
             "tpm": tpm,

@@ -12,7 +12,9 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..config import default_config_path, load_config
 from ..errors import ConfigError, ShipyardError
@@ -35,7 +37,8 @@ ConfigOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # The message quotes what the user typed: it is text, never rich markup ("[/x]" would crash the print).
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -147,6 +150,14 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _duration(option: str, text: str) -> float:
+    """``parse_duration`` for an option's value: a bad one is a one-line usage error naming the option."""
+    try:
+        return parse_duration(text)
+    except typer.BadParameter as exc:
+        fail(f"{option}: {exc.message}")
+
+
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -169,15 +180,20 @@ def keys_create(
 
     if role not in ROLES:
         fail(f"--role must be one of {', '.join(ROLES)} (got {role!r})")
+    # Every option is checked before the storage is touched: a refused command creates nothing.
+    lifetime = _duration("--expires", expires) if expires is not None else None
     store = _store(config)
+    cfg = load_config(default_config_path(config))  # _store has reported a config that does not load
     wanted = None
     if features is not None:
         wanted = [f.strip() for f in features.split(",") if f.strip()]
-        known = set(load_config(default_config_path(config)).features)
+        known = set(cfg.features)
+        if not wanted:
+            # An empty list would make a key that may call nothing; leave --features out for every feature.
+            fail(f"--features names no feature (got {features!r}); the config has: {', '.join(sorted(known))}")
         unknown = sorted(set(wanted) - known)
         if unknown:
             fail(f"unknown feature(s) {', '.join(unknown)}; the config has: {', '.join(sorted(known))}")
-    lifetime = parse_duration(expires) if expires else None
     try:
         key, row = KeyRing(store).create(
             tenant, role=role, features=wanted, expires_in_s=lifetime, name=name,
@@ -191,7 +207,17 @@ def keys_create(
         + (f", expires {_when(row['expires_at'])}" if row["expires_at"] else "")
         + "). Store it now: it is not shown again.",
         highlight=False,
+        markup=False,
     )
+    declared = cfg.model.tenants
+    if declared and tenant not in declared:
+        # Most likely a typo: the key's calls escape the limits and budgets the config sets per tenant.
+        err.print(
+            f"note: tenant {tenant!r} is not under tenants: in the config ({', '.join(sorted(declared))}), "
+            "so no tenant limits or budget apply to this key",
+            highlight=False,
+            markup=False,
+        )
 
 
 @keys_app.command("list")
@@ -204,23 +230,31 @@ def keys_list(
     import time
 
     rows = _store(config).list_keys(tenant=tenant)
+    now = time.time()
+    for r in rows:
+        r["state"] = (
+            "revoked" if r["revoked_at"] is not None
+            else "expired" if r["expires_at"] is not None and r["expires_at"] <= now
+            else "active"
+        )
     if json:
         for row in rows:
             sys.stdout.write(orjson.dumps(row).decode() + "\n")
         return
-    now = time.time()
     table = Table("key id", "tenant", "role", "features", "state", "created", "expires", "limits", "name")
     for r in rows:
-        state = "revoked" if r["revoked_at"] else "expired" if r["expires_at"] and r["expires_at"] <= now else "active"
+        state = r["state"]
         limits = ", ".join(
             f"{label} {r[col]:g}" for col, label in
             (("rpm", "rpm"), ("tpm", "tpm"), ("usd_per_day", "$/day"), ("usd_per_month", "$/month"))
             if r[col] is not None
         )
+        # Tenants and names are free text: Text cells, so that "[x]" in them is shown, not parsed as markup.
         table.add_row(
-            r["key_id"], r["tenant"], r["role"], ",".join(r["features"]) if r["features"] is not None else "all",
+            r["key_id"], Text(r["tenant"]), r["role"],
+            Text(",".join(r["features"])) if r["features"] is not None else "all",
             state, _when(r["created_at"]), _when(r["expires_at"]) if r["expires_at"] else "never", limits or "-",
-            r["name"] or "",
+            Text(r["name"] or ""),
         )
     out.print(table)
     if not rows:
@@ -256,7 +290,7 @@ def costs(
 
     if by not in Store.COST_GROUPS:
         fail(f"--by must be one of {', '.join(Store.COST_GROUPS)} (got {by!r})")
-    start = time.time() - parse_duration(since)
+    start = time.time() - _duration("--since", since)
     rows = _store(config).cost_totals(by=by, since=start)
     if json:
         for row in rows:
@@ -267,8 +301,10 @@ def costs(
     for r in rows:
         total += r["cost_usd"] or 0.0
         usd = f"{r['cost_usd']:.6f}" + (" (part estimated)" if r["estimated"] else "")
+        if r["unpriced"]:
+            usd += f" (+{r['unpriced']} unpriced call{'s' if r['unpriced'] != 1 else ''})"
         table.add_row(
-            str(r["group"] or "-"), str(r["calls"]), str(r["prompt_tokens"]), str(r["completion_tokens"]),
+            Text(str(r["group"] or "-")), str(r["calls"]), str(r["prompt_tokens"]), str(r["completion_tokens"]),
             str(r["cache_hits"]), usd,
         )
     out.print(table)

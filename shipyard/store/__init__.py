@@ -169,10 +169,16 @@ class Store:
     COST_GROUPS = ("feature", "tenant", "key", "model")
 
     def cost_totals(self, *, by: str = "feature", since: float | None = None) -> list[dict[str, Any]]:
-        """Calls, tokens and USD per feature, tenant, key or model (the route that served), largest first."""
+        """Calls, tokens and USD per feature, tenant, key or model (the route that served), largest first.
+
+        ``estimated`` counts calls whose cost is partly an estimate; ``unpriced`` counts calls that used
+        tokens on a route with no price, so that their group's USD reads as a lower bound, not as free."""
         column = {"feature": traces.c.feature, "tenant": traces.c.tenant, "key": traces.c.key_id,
                   "model": traces.c.route}[by]
         estimated = sa.func.sum(sa.case((traces.c.cost_estimated.is_(True), 1), else_=0))
+        unpriced = sa.func.sum(
+            sa.case((sa.and_(traces.c.cost_usd.is_(None), traces.c.total_tokens > 0), 1), else_=0)
+        )
         query = (
             sa.select(
                 column.label("group"),
@@ -181,6 +187,7 @@ class Store:
                 sa.func.coalesce(sa.func.sum(traces.c.completion_tokens), 0).label("completion_tokens"),
                 sa.func.coalesce(sa.func.sum(traces.c.cost_usd), 0.0).label("cost_usd"),
                 estimated.label("estimated"),
+                unpriced.label("unpriced"),
                 sa.func.sum(sa.case((traces.c.cache.is_not(None), 1), else_=0)).label("cache_hits"),
             )
             .group_by(column)
