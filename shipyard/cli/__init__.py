@@ -355,13 +355,14 @@ def trace(
                 "error_type", "error_message"):
         value = record.get(key)
         if value is not None:
-            out.print(f"[bold]{key:>18}[/] {value}", highlight=False)
+            out.print(f"[bold]{key:>18}[/] {escape(str(value))}", highlight=False)
     out.print(f"[bold]{'started':>18}[/] {_when(record['started_at'])}")
     table = Table("#", "at ms", "provider", "model", "outcome", "latency ms", "status", "error")
     for i, a in enumerate(record["attempts"]):
         table.add_row(
-            str(i + 1), f"{a['offset_ms']:.1f}", a["provider"], a["model"], a["outcome"], f"{a['latency_ms']:.1f}",
-            str(a["status_code"] or ""), f"{a['error_type'] or ''} {a['error_message'] or ''}".strip(),
+            str(i + 1), f"{a['offset_ms']:.1f}", escape(a["provider"]), escape(a["model"]), a["outcome"],
+            f"{a['latency_ms']:.1f}", str(a["status_code"] or ""),
+            escape(f"{a['error_type'] or ''} {a['error_message'] or ''}".strip()),
         )
     out.print(table)
     for event in record.get("events") or []:

@@ -73,7 +73,8 @@ DEFAULT_PRICES: dict[str, Price] = {
     "mistral-small-latest": Price(0.20, 0.60),
 }
 
-_SUFFIX = re.compile(r"^(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview|@\d{8})$")
+# Dated and versioned names: -2024-08-06, -20241022, -0125, -002, -0125-preview, -latest, @20240620.
+_SUFFIX = re.compile(r"^(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{3,4}|-\d{4}-preview|-latest|-preview|@\d{8})$")
 
 
 class PriceTable:
@@ -83,13 +84,18 @@ class PriceTable:
         self.overrides = dict(overrides or {})
 
     def lookup(self, provider: str, model: str) -> Price | None:
+        """Exact names first (config, then built-in), then the longest base of a dated name (config first)."""
         for key in (f"{provider}/{model}", model):
             if key in self.overrides:
                 return self.overrides[key]
         if model in DEFAULT_PRICES:
             return DEFAULT_PRICES[model]
-        bases = [b for b in DEFAULT_PRICES if model.startswith(b) and _SUFFIX.match(model[len(b):])]
-        return DEFAULT_PRICES[max(bases, key=len)] if bases else None
+        for table, prefix in ((self.overrides, f"{provider}/"), (self.overrides, ""), (DEFAULT_PRICES, "")):
+            name = prefix + model
+            bases = [b for b in table if name.startswith(b) and _SUFFIX.match(name[len(b):])]
+            if bases:
+                return table[max(bases, key=len)]
+        return None
 
 
 # -- token estimates ----------------------------------------------------------------------------------

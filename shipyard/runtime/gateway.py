@@ -271,12 +271,14 @@ class Gateway:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    def feature(self, name: str) -> Feature:
+    def feature(self, name: str, *, reveal: bool = True) -> Feature:
+        """The feature called ``name``; UnknownFeature lists the known ones only when ``reveal`` (a caller
+        that has not shown a key yet must not learn what features exist)."""
         try:
             return self.features[name]
         except KeyError:
-            known = ", ".join(sorted(self.features))
-            raise UnknownFeature(f"no feature named {name!r} (known: {known})", param="model") from None
+            known = f" (known: {', '.join(sorted(self.features))})" if reveal else ""
+            raise UnknownFeature(f"no feature named {name!r}{known}", param="model") from None
 
     def new_call(
         self,
@@ -294,7 +296,8 @@ class Gateway:
     ) -> Call:
         """A call for ``feature``. The server passes the client's ``api_key``; a trusted in-process caller
         may name the ``tenant`` instead (no key needed: the process already holds the config)."""
-        call = Call(self.feature(feature), op, body, stream=stream, input=input, metadata=metadata or {})
+        reveal = api_key is None or self.config.model.auth == "none"
+        call = Call(self.feature(feature, reveal=reveal), op, body, stream=stream, input=input, metadata=metadata or {})
         if trace_id:
             call.trace_id = trace_id
         call.api_key = api_key

@@ -50,15 +50,16 @@ class Services:
 def build_stages(feature: Feature, services: Services) -> list[Stage]:
     """The stages a feature runs, outermost first. This is the one place the order is decided:
 
-        record -> admit -> inspect input -> limit -> fallback -> cache -> inspect output -> route
+        admit -> record -> inspect input -> limit -> fallback -> cache -> inspect output -> route
 
-    Limits come after the input contract (not before, as a first sketch had it): a typed call's prompt
+    Admission comes first, outside the trace: a request without a valid key must not be able to fill
+    the trace store (refusals are for metrics, not records). Limits come after the input contract (not before, as a first sketch had it): a typed call's prompt
     only exists once its input is rendered, and its tokens are what the limits and budgets count.
     Fallback sits outside the cache and the output contract, so that a contract no route can meet
     still gets the feature's fallback_response, and fallbacks are never cached.
     """
     spec = feature.spec
-    stages: list[Stage] = [Record(services.submit), Admit(services.auth, services.keys), InputContract()]
+    stages: list[Stage] = [Admit(services.auth, services.keys), Record(services.submit), InputContract()]
     may_limit = spec.limits or spec.budget or spec.max_input_tokens or services.tenants or services.auth == "keys"
     if may_limit:
         stages.append(

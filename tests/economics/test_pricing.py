@@ -78,8 +78,6 @@ def test_overrides_win_provider_model_first_then_model():
     assert PriceTable({"openai/free": Price(0, 0)}).lookup("other", "free") is None  # another provider's
 
 
-@pytest.mark.xfail(strict=True, reason="bug in pricing.PriceTable.lookup: overrides only match exact names, so a "
-                   "dated name falls back to the built-in price of its base, ignoring the config's price for it")
 def test_an_override_of_a_base_prices_its_dated_names_too():
     table = PriceTable({"gpt-4o": Price(1.0, 1.0), "openai/custom-model": Price(2.0, 2.0)})
     assert table.lookup("openai", "gpt-4o-2024-08-06") == Price(1.0, 1.0)

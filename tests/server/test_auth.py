@@ -356,3 +356,15 @@ async def test_keyring_remembers_a_revocation_elsewhere_for_at_most_its_ttl(stor
     now[0] += ring.ttl_s
     with pytest.raises(Unauthenticated, match="was revoked"):
         await ring.verify(key)
+
+
+def test_refused_requests_leave_no_trace_and_do_not_list_the_features(served):
+    for _ in range(5):
+        r = httpx.post(f"{served.base_url}/v1/chat/completions", json={"model": "triage", "messages": MSG}, timeout=10)
+        assert r.status_code == 401
+    unknown = httpx.post(f"{served.base_url}/v1/chat/completions", json={"model": "nope", "messages": MSG},
+                         headers={"Authorization": "Bearer shp_x_y"}, timeout=10)
+    assert unknown.status_code == 404
+    assert "nope" in unknown.json()["error"]["message"] and "triage" not in unknown.json()["error"]["message"]
+    served.gateway.writer.flush_sync()
+    assert served.gateway.store.count_traces() == 0  # an unauthenticated flood cannot fill the store
