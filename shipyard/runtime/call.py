@@ -289,7 +289,7 @@ class ChunkStream:
             aclose = getattr(self._rest, "aclose", None)
             if aclose is not None:
                 await aclose()
-        except Exception:  # noqa: BLE001 - closing a broken upstream must not mask the real outcome
+        except Exception:  # noqa: BLE001, S110 - closing a broken upstream must not mask the real outcome
             pass
         finally:
             call = self.call

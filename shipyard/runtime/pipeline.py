@@ -9,8 +9,8 @@ from typing import Any
 from ..access import KeyRing
 from ..economics.quotas import BudgetRule, RateRule
 from ..state import State
-from .call import Background, Call
 from .caching import Cache
+from .call import Background, Call
 from .feature import Feature
 from .limits import Admit, Limit
 from .route import Route

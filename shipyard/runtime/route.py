@@ -209,7 +209,7 @@ class Route:
         task.cancel()
         try:
             await task
-        except BaseException:  # noqa: BLE001 - the loser's fate is recorded in its attempt
+        except BaseException:  # noqa: BLE001, S110 - the loser's fate is recorded in its attempt
             pass
         call.add_prompt_estimate(call.feature.prices[index])
         call.event("hedge_cancelled", route=call.feature.spec.route[index].label)
