@@ -182,3 +182,17 @@ async def test_a_hedge_whose_first_attempt_fails_waits_for_the_second(primary, b
     async with Gateway.from_config(path) as gw:
         reply = await gw.chat("triage", MSG)
     assert reply.content == "backup answer" and len(primary.requests) == 1
+
+
+async def test_a_typed_feature_caches_its_validated_output(primary, write_config):
+    path = write_config(single_route(primary, """cache: {exact: {ttl_s: 60}}
+        input_schema: {type: object, required: [text], properties: {text: {type: string}}}
+        output_schema: {type: object, required: [category], properties: {category: {enum: [billing, other]}}}"""))
+    primary.script(Reply('{"category": "billing"}'), Reply('{"category": "other"}'))
+    async with Gateway.from_config(path) as gw:
+        first = await gw.invoke("triage", {"text": "charged twice"})
+        await gw.services.background.drain()
+        again = await gw.invoke("triage", {"text": "charged twice"})
+        other = await gw.invoke("triage", {"text": "something else"})
+    assert first.output == again.output == {"category": "billing"} and again.cache == "exact"
+    assert other.output == {"category": "other"} and other.cache is None
