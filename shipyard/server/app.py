@@ -223,7 +223,17 @@ class Api:
             return json_response({"status": "draining"}, 503)
         if not self.gateway.ready:
             return json_response({"status": "starting"}, 503)
-        return json_response({"status": "ready", "breakers": self.gateway.breaker_states()})
+        state = self.gateway.state
+        return json_response({
+            "status": "ready",
+            "breakers": self.gateway.breaker_states(),
+            "state": {
+                "backend": self.gateway.config.model.state.url.split("://")[0],
+                "degraded": state.degraded,
+                "errors_total": getattr(state, "errors_total", 0),
+                "on_failure": self.gateway.config.model.state.on_failure,
+            },
+        })
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

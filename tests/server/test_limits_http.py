@@ -54,3 +54,11 @@ def test_cache_headers_and_no_cache_from_the_client(primary, backup, write_confi
     bypass = client.chat.completions.with_raw_response.create(
         model="triage", messages=MSG, extra_headers={"Cache-Control": "no-cache"})
     assert bypass.headers["x-shipyard-cache"] == "bypass" and bypass.parse().choices[0].message.content == "two"
+
+
+def test_readyz_tells_the_shared_states_health(primary, backup, write_config, serve):
+    import httpx
+
+    served = serve(write_config(two_route_config(primary, backup)))
+    state = httpx.get(served.base_url + "/readyz").json()["state"]
+    assert state == {"backend": "memory", "degraded": False, "errors_total": 0, "on_failure": "fail_open"}
