@@ -109,8 +109,20 @@ class ConcurrencySpec(Strict):
 
 
 class HedgeSpec(Strict):
-    after_ms: float = Field(gt=0)
-    """Start the next route too when the first has not answered after this long; the first answer wins."""
+    """Start the next route too when a route has not answered after a delay; the first answer wins."""
+
+    after_ms: float | None = Field(None, gt=0)
+    """A fixed delay; with ``percentile``, the delay used until enough latencies are known."""
+    percentile: float | None = Field(None, gt=50, lt=100)
+    """Hedge after this percentile of the route's recent latencies (its last 200 answers, this process)."""
+    min_ms: float = Field(20.0, ge=0)
+    """Never hedge sooner than this, however fast the route has been."""
+
+    @model_validator(mode="after")
+    def _some_delay(self) -> HedgeSpec:
+        if self.after_ms is None and self.percentile is None:
+            raise ValueError("hedge needs after_ms (a fixed delay), percentile (e.g. 95), or both")
+        return self
 
 
 class PriceSpec(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +46,23 @@ class Feature:
     backoff: Backoff
     prices: list[Price | None] = field(default_factory=list)  # one per route; None: unpriced
     gates: list[ConcurrencyLimit | None] = field(default_factory=list)  # one per route
+    latencies: list[deque[float]] = field(default_factory=list)  # recent successful attempts, ms, per route
     input_validator: Any = None
     output_validator: Any = None
     templates: list[tuple[str, jinja2.Template]] | None = None
     pipeline: Any = field(default=None, repr=False)
+
+    def hedge_delay_s(self, route: int) -> float | None:
+        """How long to wait for ``route`` before hedging: its recent latency percentile, or the fixed delay."""
+        hedge = self.spec.hedge
+        if hedge is None:
+            return None
+        seen = self.latencies[route] if self.latencies else ()
+        if hedge.percentile is not None and len(seen) >= 20:
+            ordered = sorted(seen)
+            at = ordered[min(len(ordered) - 1, int(len(ordered) * hedge.percentile / 100.0))]
+            return max(at, hedge.min_ms) / 1000.0
+        return hedge.after_ms / 1000.0 if hedge.after_ms is not None else None
 
     @property
     def cheaper_route(self) -> int | None:
@@ -80,6 +94,7 @@ class Feature:
                 if (c := spec.concurrency) is not None else None
                 for _ in spec.route
             ],
+            latencies=[deque(maxlen=200) for _ in spec.route],
             input_validator=_validator(spec.input_schema),
             output_validator=_validator(spec.output_schema),
             templates=templates,

@@ -62,8 +62,9 @@ class Route:
                 if call.deadline - self.clock() <= 0:
                     raise self._deadline(call)
                 try:
-                    if partner is not None and retry == 0:
-                        return await self._hedged(call, index, partner, hedge.after_ms / 1000.0)  # type: ignore[union-attr]
+                    delay = feature.hedge_delay_s(index) if partner is not None and retry == 0 else None
+                    if delay is not None and partner is not None:
+                        return await self._hedged(call, index, partner, delay)
                     return await self._try(call, index)
                 except _Skipped as skipped:
                     shed += isinstance(skipped.error, Overloaded)
@@ -152,6 +153,7 @@ class Route:
                 attempt.latency_ms = (self.clock() - started) * 1000.0
                 call.attempts.append(attempt)
                 breaker.record(True, ticket)
+                feature.latencies[index].append(attempt.latency_ms)
                 call.route, call.route_index, call.price = route.label, index, feature.prices[index]
                 if isinstance(result, dict):
                     call.add_usage(result.get("usage"))

@@ -196,3 +196,20 @@ async def test_a_typed_feature_caches_its_validated_output(primary, write_config
         other = await gw.invoke("triage", {"text": "something else"})
     assert first.output == again.output == {"category": "billing"} and again.cache == "exact"
     assert other.output == {"category": "other"} and other.cache is None
+
+
+async def test_hedging_at_a_percentile_follows_the_routes_own_latency(primary, backup, write_config):
+    primary.default = Reply("primary", delay_s=0.01)
+    backup.default = Reply("backup")
+    path = write_config(two_route_config(primary, backup, feature_extra="hedge: {percentile: 95, min_ms: 5}"))
+    async with Gateway.from_config(path) as gw:
+        for _ in range(19):  # before 20 answers there is no percentile and no after_ms: no hedge
+            assert (await gw.chat("triage", MSG)).content == "primary"
+        assert not backup.requests
+        feature = gw.feature("triage")
+        await gw.chat("triage", MSG)
+        delay = feature.hedge_delay_s(0)
+        assert delay is not None and 0.005 <= delay < 0.2  # ~ the primary's p95 of ~10 ms answers
+        primary.default = Reply("slow primary", delay_s=1.0)
+        reply = await gw.chat("triage", MSG)
+    assert reply.content == "backup" and len(backup.requests) == 1
