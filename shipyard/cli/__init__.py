@@ -137,25 +137,14 @@ def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``90s``, ``15m``, ``12h``, ``30d``, ``2w`` -> seconds."""
-    import re
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
-    if not m or float(m.group(1)) <= 0:
-        raise typer.BadParameter(f"{text!r} is not a duration; use a number and a unit: 90s, 15m, 12h, 30d, 2w")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
 def _duration(option: str, text: str) -> float:
     """``parse_duration`` for an option's value: a bad one is a one-line usage error naming the option."""
+    from ..units import parse_duration
+
     try:
         return parse_duration(text)
-    except typer.BadParameter as exc:
-        fail(f"{option}: {exc.message}")
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
 
 
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
@@ -186,14 +175,12 @@ def keys_create(
     cfg = load_config(default_config_path(config))  # _store has reported a config that does not load
     wanted = None
     if features is not None:
-        wanted = [f.strip() for f in features.split(",") if f.strip()]
-        known = set(cfg.features)
-        if not wanted:
-            # An empty list would make a key that may call nothing; leave --features out for every feature.
-            fail(f"--features names no feature (got {features!r}); the config has: {', '.join(sorted(known))}")
-        unknown = sorted(set(wanted) - known)
-        if unknown:
-            fail(f"unknown feature(s) {', '.join(unknown)}; the config has: {', '.join(sorted(known))}")
+        from ..units import feature_list
+
+        try:
+            wanted = feature_list(features, set(cfg.features))
+        except ValueError as exc:
+            fail(f"--features: {exc}")
     try:
         key, row = KeyRing(store).create(
             tenant, role=role, features=wanted, expires_in_s=lifetime, name=name,

@@ -291,6 +291,9 @@ def create_app(gateway: Gateway, *, freeze_heap: bool = False) -> Any:
             gateway.draining = True
             await gateway.aclose()
 
+    from .admin import Admin  # imports this module: here, not at the top
+
+    admin = Admin(gateway, api)
     routes = [
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
@@ -299,6 +302,10 @@ def create_app(gateway: Gateway, *, freeze_heap: bool = False) -> Any:
         Route("/v1/embeddings", api.embeddings, methods=["POST"]),
         Route("/v1/features/{name}/invoke", api.invoke, methods=["POST"]),
         Route("/v1/traces/{trace_id}", api.trace, methods=["GET"]),
+        Route("/v1/admin/keys", admin.list_keys, methods=["GET"]),
+        Route("/v1/admin/keys", admin.create_key, methods=["POST"]),
+        Route("/v1/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
+        Route("/v1/admin/costs", admin.costs, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -133,7 +133,7 @@ def test_create_refuses_bad_options_clearly(config_path):
     r = cli("keys", "create", "--config", config_path, "--tenant", "", code=2)
     assert "tenant must be 1-128 characters" in r.stderr
     r = cli("keys", "create", "--config", config_path, "--tenant", "acme", "--features", " , ", code=2)
-    assert "--features names no feature (got ' , ')" in r.stderr  # not a key that may call nothing
+    assert "--features: no feature named (got ' , ')" in r.stderr  # not a key that may call nothing
     assert r.stdout == ""
     assert listed(config_path) == {}  # nothing was created by any of them
 

@@ -1,0 +1,28 @@
+"""Small parsers shared by the command line and the admin API."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``30d``, ``2w`` -> seconds; ValueError saying how to write one."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration; use a number and a unit: 90s, 15m, 12h, 30d, 2w")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def feature_list(text_or_list: str | list[str], known: set[str] | frozenset[str]) -> list[str]:
+    """The features a key may use, checked against the config's: ValueError naming what is wrong."""
+    items = text_or_list.split(",") if isinstance(text_or_list, str) else list(text_or_list)
+    wanted = [str(f).strip() for f in items if str(f).strip()]
+    if not wanted:
+        # An empty list would make a key that may call nothing; leave it out for every feature.
+        raise ValueError(f"no feature named (got {text_or_list!r}); the config has: {', '.join(sorted(known))}")
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise ValueError(f"unknown feature(s) {', '.join(unknown)}; the config has: {', '.join(sorted(known))}")
+    return wanted
