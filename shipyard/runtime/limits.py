@@ -86,18 +86,32 @@ class Limit:
                 f"the request is about {estimate} tokens; {call.feature.name} takes at most "
                 f"{spec.max_input_tokens} (max_input_tokens). Shorten the messages."
             )
-        rates, budgets = self.rules_for(call.principal)
+        rates, rules = self.rules_for(call.principal)
+        if not rates and not rules:
+            return await next(call)
         tokens = [r for r in rates if r.what == "tokens"]
-        if rates:
-            await self._take(call, rates, estimate)
-        reserved, held = 0, []
-        if budgets:
-            reserved, held = await self._reserve(call, budgets, estimate)
-        if not tokens and not held:
+        now = self.clock()
+        budgets = [r.budget(now) for r in rules]
+        amount = self._worst_case(call, estimate) if rules else 0
+        # One step (one round trip on Redis): the rate limits and the budget reservation, all or nothing.
+        rate, budget = await self.state.admit(
+            [r.bucket(1 if r.what == "requests" else estimate) for r in rates], budgets, amount
+        )
+        if rate.degraded or budget.degraded:
+            call.event("state_degraded", stage="limit")
+        if not rate.allowed:
+            self._rate_limited(call, rates, rate.denied, rate.retry_after_s, estimate)
+        if not budget.allowed:
+            i = [b.key for b in budgets].index(budget.denied)  # (``next`` is the next stage here)
+            message, retry_after = rules[i].refusal(now, budget.spent[i], amount)
+            call.retry_after = retry_after
+            raise BudgetExceeded(message, retry_after=retry_after, details={"budget": budget.denied})
+        self._soft_and_downgrade(call, rules, budgets, budget.spent, amount)
+        if not tokens and not budgets:
             return await next(call)
 
         def settle(_: Call | None = None) -> None:
-            self.background.spawn(self._settle(call, tokens, estimate, held, reserved))
+            self.background.spawn(self._settle(call, tokens, estimate, budgets, amount))
 
         try:
             result = await next(call)
@@ -110,43 +124,38 @@ class Limit:
             settle()
         return result
 
-    async def _take(self, call: Call, rates: list[RateRule], estimate: int) -> None:
-        decision = await self.state.take([r.bucket(1 if r.what == "requests" else estimate) for r in rates])
-        if decision.degraded:
-            call.event("state_degraded", stage="rate_limit")
-        if decision.allowed:
-            return
-        denied = [r for r in rates if r.key in decision.denied] or rates
-        if decision.retry_after_s is None:
+    @staticmethod
+    def _worst_case(call: Call, estimate: int) -> int:
+        """The most the call can cost, in nano-USD: its prompt and its output cap at the dearest route."""
+        feature = call.feature
+        out = max_output_tokens(call.body, feature.spec.max_output_tokens)
+        return max((p.cost_nano(estimate, out) for p in feature.prices if p is not None), default=0)
+
+    @staticmethod
+    def _rate_limited(
+        call: Call, rates: list[RateRule], denied_keys: tuple[str, ...], retry_after: float | None, estimate: int
+    ) -> None:
+        denied = [r for r in rates if r.key in denied_keys] or rates
+        if retry_after is None:
             raise PayloadTooLarge(
                 f"the request is about {estimate} tokens, more than {denied[0].describe()}: it can never pass. "
                 "Shorten it, or raise the limit."
             )
-        call.retry_after = decision.retry_after_s
+        call.retry_after = retry_after
         raise RateLimited(
-            f"rate limited: {denied[0].describe()}; retry after {decision.retry_after_s:.2f}s",
-            retry_after=decision.retry_after_s,
+            f"rate limited: {denied[0].describe()}; retry after {retry_after:.2f}s",
+            retry_after=retry_after,
             details=[{"limit": r.key, "per_minute": r.limit} for r in denied],
         )
 
-    async def _reserve(self, call: Call, rules: list[BudgetRule], estimate: int) -> tuple[int, list[Any]]:
+    def _soft_and_downgrade(
+        self, call: Call, rules: list[BudgetRule], budgets: list[Any], spent: tuple[int, ...], amount: int
+    ) -> None:
         feature = call.feature
-        out = max_output_tokens(call.body, feature.spec.max_output_tokens)
-        amount = max((p.cost_nano(estimate, out) for p in feature.prices if p is not None), default=0)
-        now = self.clock()
-        budgets = [r.budget(now) for r in rules]
-        decision = await self.state.reserve(budgets, amount)
-        if decision.degraded:
-            call.event("state_degraded", stage="budget")
-        if not decision.allowed:
-            i = next(i for i, b in enumerate(budgets) if b.key == decision.denied)
-            message, retry_after = rules[i].refusal(now, decision.spent[i], amount)
-            call.retry_after = retry_after
-            raise BudgetExceeded(message, retry_after=retry_after, details={"budget": decision.denied})
-        for rule, budget, spent in zip(rules, budgets, decision.spent, strict=False):
-            share = (spent + amount) / budget.limit if budget.limit else 1.0
-            if not rule.hard and spent + amount > budget.limit:
-                call.event("budget_soft_exceeded", budget=budget.key, spent_usd=spent / NANO, limit_usd=rule.usd)
+        for rule, budget, used in zip(rules, budgets, spent, strict=False):
+            share = (used + amount) / budget.limit if budget.limit else 1.0
+            if not rule.hard and used + amount > budget.limit:
+                call.event("budget_soft_exceeded", budget=budget.key, spent_usd=used / NANO, limit_usd=rule.usd)
                 if budget.key not in self._warned:
                     self._warned.add(budget.key)
                     log.warning("soft budget exceeded: %s; calls are still served", rule.describe())
@@ -156,15 +165,12 @@ class Limit:
                     call.route_from = cheaper
                     call.event("downgraded", budget=budget.key, share=round(share, 4),
                                route=feature.spec.route[cheaper].label)
-        return amount, budgets
 
     async def _settle(self, call: Call, tokens: list[RateRule], estimate: int, budgets: list[Any], reserved: int) -> None:
-        if tokens:
-            used = int((call.usage or {}).get("total_tokens") or 0)
-            if used != estimate:
-                await self.state.charge([r.bucket(used - estimate) for r in tokens])
-        if budgets:
-            await self.state.settle(budgets, reserved, call.cost_nano or 0)
+        used = int((call.usage or {}).get("total_tokens") or 0)
+        charges = [r.bucket(used - estimate) for r in tokens] if used != estimate else []
+        if charges or budgets:
+            await self.state.finish(charges, budgets, reserved, call.cost_nano or 0)
 
 
 def budget_rules_for(scope: str, name: str, spec: BudgetSpec | None) -> list[BudgetRule]:

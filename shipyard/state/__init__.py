@@ -105,6 +105,18 @@ class State(Protocol):
         """(spent, reserved) per budget."""
         ...
 
+    async def admit(
+        self, buckets: Sequence[Bucket], budgets: Sequence[Budget], amount: int
+    ) -> tuple[RateDecision, BudgetDecision]:
+        """``take`` and ``reserve`` in one atomic step (one round trip on Redis): when either refuses,
+        neither changes anything."""
+        ...
+
+    async def finish(
+        self, buckets: Sequence[Bucket], budgets: Sequence[Budget], reserved: int, actual: int
+    ) -> None:
+        """``charge`` and ``settle`` in one step (one round trip on Redis): after a call."""
+
     async def cache_get(self, key: str) -> bytes | None: ...
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None: ...

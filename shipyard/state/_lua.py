@@ -91,6 +91,107 @@ end
 return 1
 """
 
+# One call's admission: the BUCKETS 'take' and RESERVE above, in one script (one round trip); when either
+# refuses, neither changes anything. KEYS: buckets (ARGV[1] of them), then budgets. ARGV: n, amount; per
+# bucket capacity, per_s, cost; per budget limit, hard ('1'/'0'), ttl_s. Returns {0, used per budget}
+# when admitted, {1, retry_after ('-1': never), denied bucket indexes} or {2, refused budget index, used}.
+ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = tonumber(ARGV[1])
+local amount = tonumber(ARGV[2])
+local level = {}
+local denied = {}
+local wait = 0
+for i = 1, n do
+  local key = KEYS[i]
+  local cap, rate, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local l = level[key]
+  if l == nil then
+    local h = redis.call('HMGET', key, 'tokens', 'ts')
+    if h[1] then
+      l = math.min(cap, tonumber(h[1]) + math.max(0, now - tonumber(h[2])) * rate)
+    else
+      l = cap
+    end
+  end
+  if l >= cost then
+    level[key] = l - cost
+  else
+    level[key] = l
+    denied[#denied + 1] = i
+    if wait and cost <= cap and rate > 0 then
+      wait = math.max(wait, (cost - l) / rate)
+    else
+      wait = false
+    end
+  end
+end
+if #denied > 0 then
+  return {1, tostring(wait or -1), unpack(denied)}
+end
+local base = 3 + 3 * n
+local used = {}
+local refused = 0
+for j = 1, #KEYS - n do
+  local h = redis.call('HMGET', KEYS[n + j], 'spent', 'reserved')
+  local u = tonumber(h[1] or '0') + tonumber(h[2] or '0')
+  used[j] = u
+  local a = base + 3 * (j - 1)
+  if refused == 0 and ARGV[a + 1] == '1' and u + amount > tonumber(ARGV[a]) then
+    refused = j
+  end
+end
+if refused > 0 then
+  return {2, refused, unpack(used)}
+end
+for i = 1, n do
+  local key = KEYS[i]
+  local cap, rate = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  redis.call('HSET', key, 'tokens', level[key], 'ts', now)
+  local ms = 86400000
+  if rate > 0 then ms = math.ceil((cap - level[key]) / rate * 1000) + 1000 end
+  redis.call('PEXPIRE', key, ms)
+end
+for j = 1, #KEYS - n do
+  local key = KEYS[n + j]
+  redis.call('HINCRBY', key, 'reserved', ARGV[2])
+  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[base + 3 * (j - 1) + 2]) end
+end
+return {0, unpack(used)}
+"""
+
+# After a call: the BUCKETS 'charge' and SETTLE above in one script. KEYS: buckets (ARGV[1] of them), then
+# budgets. ARGV: n, actual (added to spent); per bucket capacity, per_s, cost; per budget release, ttl_s.
+FINISH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local key = KEYS[i]
+  local cap, rate, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local h = redis.call('HMGET', key, 'tokens', 'ts')
+  local l = cap
+  if h[1] then l = math.min(cap, tonumber(h[1]) + math.max(0, now - tonumber(h[2])) * rate) end
+  l = math.min(cap, l - cost)
+  redis.call('HSET', key, 'tokens', l, 'ts', now)
+  local ms = 86400000
+  if rate > 0 then ms = math.ceil((cap - l) / rate * 1000) + 1000 end
+  redis.call('PEXPIRE', key, ms)
+end
+local base = 3 + 3 * n
+for j = 1, #KEYS - n do
+  local key = KEYS[n + j]
+  local a = base + 2 * (j - 1)
+  local held = tonumber(redis.call('HGET', key, 'reserved') or '0')
+  local dec = math.min(held, tonumber(ARGV[a]))
+  if dec > 0 then redis.call('HINCRBY', key, 'reserved', string.format('%d', -dec)) end
+  if ARGV[2] ~= '0' then redis.call('HINCRBY', key, 'spent', ARGV[2]) end
+  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[a + 1]) end
+end
+return 1
+"""
+
 # KEYS[1]: the namespace's stream; ARGV: max entries, entry, vector bytes, ttl_ms. The stream lives as
 # long as its longest-lived entry; entries past their ttl are skipped by the readers.
 VECTORS_ADD = """

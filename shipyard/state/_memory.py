@@ -145,6 +145,24 @@ class MemoryState:
             held[1] = max(0, int(held[1]) - reserved)
             held[0] = int(held[0]) + actual
 
+    async def admit(
+        self, buckets: Sequence[Bucket], budgets: Sequence[Budget], amount: int
+    ) -> tuple[RateDecision, BudgetDecision]:
+        # No await below suspends (these methods never do): the three steps are one, on the event loop.
+        rate = await self.take(buckets)
+        if not rate.allowed:
+            return rate, BudgetDecision(True, None, ())
+        budget = await self.reserve(budgets, amount)
+        if not budget.allowed:
+            await self.charge([Bucket(b.key, b.capacity, b.per_s, -b.cost) for b in buckets])
+        return rate, budget
+
+    async def finish(
+        self, buckets: Sequence[Bucket], budgets: Sequence[Budget], reserved: int, actual: int
+    ) -> None:
+        await self.charge(buckets)
+        await self.settle(budgets, reserved, actual)
+
     async def spent(self, budgets: Sequence[Budget]) -> list[tuple[int, int]]:
         now = self.clock()
         out = []

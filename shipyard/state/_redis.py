@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 from ..errors import StateUnavailable
 from . import Bucket, Budget, BudgetDecision, OnFailure, RateDecision
-from ._lua import BREAKER, BUCKETS, RESERVE, SETTLE, VECTORS_ADD
+from ._lua import ADMIT, BREAKER, BUCKETS, FINISH, RESERVE, SETTLE, VECTORS_ADD
 from ._memory import breaker_params
 from ._redis_breaker import SharedBreaker
 
@@ -100,6 +100,8 @@ class _Scripts:
     settle: Any
     vectors_add: Any
     breaker: Any
+    admit: Any
+    finish: Any
 
 
 @dataclass(slots=True)
@@ -151,7 +153,8 @@ class RedisState:
         # not a sign that Redis is down, so it must not time out into the failure policy.
         self._slots = asyncio.Semaphore(max_connections)
         self.scripts = _Scripts(*(self.client.register_script(s) for s in (BUCKETS, RESERVE, SETTLE,
-                                                                             VECTORS_ADD, BREAKER)))
+                                                                             VECTORS_ADD, BREAKER, ADMIT,
+                                                                             FINISH)))
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -176,7 +179,7 @@ class RedisState:
     async def _handshake(self) -> None:
         await self._measure_offset()
         for script in (self.scripts.buckets, self.scripts.reserve, self.scripts.settle,
-                       self.scripts.vectors_add, self.scripts.breaker):
+                       self.scripts.vectors_add, self.scripts.breaker, self.scripts.admit, self.scripts.finish):
             await self.client.script_load(script.script)  # so the first EVALSHA finds it
 
     async def _measure_offset(self) -> None:
@@ -360,11 +363,65 @@ class RedisState:
         return BudgetDecision(refused == 0, budgets[refused - 1].key if refused else None,
                               tuple(int(x) for x in answer[1:]))
 
-    async def settle(self, budgets: Sequence[Budget], reserved: int, actual: int) -> None:
+    async def admit(
+        self, buckets: Sequence[Bucket], budgets: Sequence[Budget], amount: int
+    ) -> tuple[RateDecision, BudgetDecision]:
         if not budgets:
-            return
-        # What was reserved blind (while degraded) was never added in Redis: release it here first, so
-        # Redis only ever releases what it holds. Summed over all settlements this is exact.
+            return await self.take(buckets), BudgetDecision(True, None, ())
+        if not buckets:
+            return RateDecision(True, 0.0, ()), await self.reserve(budgets, amount)
+        args: list[Any] = [len(buckets), int(amount)]
+        for b in buckets:
+            args += [b.capacity, b.per_s, b.cost]
+        for g in budgets:
+            args += [int(g.limit), "1" if g.hard else "0", int(g.ttl_s)]
+        keys = [self._k(b.key) for b in buckets] + [self._k(g.key) for g in budgets]
+        try:
+            answer = await self.run(lambda: self.scripts.admit(keys=keys, args=args))
+        except Unavailable:
+            if self.on_failure == "fail_closed":
+                raise self._unavailable("check the rate limits and budgets") from None
+            for g in budgets:
+                self._blind[g.key] = self._blind.get(g.key, 0) + amount
+            return (RateDecision(True, 0.0, (), degraded=True),
+                    BudgetDecision(True, None, (0,) * len(budgets), degraded=True))
+        code = int(answer[0])
+        if code == 1:
+            wait = float(answer[1])
+            denied = tuple(buckets[int(i) - 1].key for i in answer[2:])
+            return RateDecision(False, None if wait < 0 else wait, denied), BudgetDecision(True, None, ())
+        if code == 2:
+            refused = int(answer[1])
+            used = tuple(int(x) for x in answer[2:])
+            return RateDecision(True, 0.0, ()), BudgetDecision(False, budgets[refused - 1].key, used)
+        return RateDecision(True, 0.0, ()), BudgetDecision(True, None, tuple(int(x) for x in answer[1:]))
+
+    async def finish(
+        self, buckets: Sequence[Bucket], budgets: Sequence[Budget], reserved: int, actual: int
+    ) -> None:
+        if not budgets:
+            return await self.charge(buckets)
+        if not buckets:
+            return await self.settle(budgets, reserved, actual)
+        releases = self._releases(budgets, reserved)
+        args: list[Any] = [len(buckets), int(actual)]
+        for b in buckets:
+            args += [b.capacity, b.per_s, b.cost]
+        for g, release in zip(budgets, releases, strict=True):
+            args += [int(release), int(g.ttl_s)]
+        keys = [self._k(b.key) for b in buckets] + [self._k(g.key) for g in budgets]
+        try:
+            await self.run(lambda: self.scripts.finish(keys=keys, args=args))
+        except Unavailable:
+            for b in buckets:
+                self._keep_charge(b)
+            for g, release in zip(budgets, releases, strict=True):
+                self._keep_settle(g, release, actual)
+
+    def _releases(self, budgets: Sequence[Budget], reserved: int) -> list[int]:
+        """What Redis must release per budget. What was reserved blind (while degraded) was never added
+        in Redis: it is released here first, so Redis only ever releases what it holds. Summed over all
+        settlements this is exact."""
         releases = []
         for b in budgets:
             blind = min(self._blind.get(b.key, 0), reserved)
@@ -373,6 +430,12 @@ class RedisState:
                 if not self._blind[b.key]:
                     del self._blind[b.key]
             releases.append(reserved - blind)
+        return releases
+
+    async def settle(self, budgets: Sequence[Budget], reserved: int, actual: int) -> None:
+        if not budgets:
+            return
+        releases = self._releases(budgets, reserved)
         try:
             await self.run(self._settle_op(budgets, releases, actual))
         except Unavailable:

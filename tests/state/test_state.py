@@ -264,3 +264,36 @@ async def test_a_healthy_state_is_not_degraded(harness: Harness) -> None:
     assert await harness.state.ping()
     assert not harness.state.degraded
     assert not (await harness.state.take([Bucket("rl:h", 1, 1, 1)])).degraded
+
+
+# -- admit / finish: the limit stage's two steps ----------------------------------------------------------
+
+
+async def test_admit_takes_and_reserves_together_or_not_at_all(harness: Harness) -> None:
+    s = harness.state
+    rpm = Bucket("rl:admit", 3, 0.001, 1)
+    day = [Budget("budget:admit", 100, True, 3600)]
+    rate, budget = await s.admit([rpm], day, 60)
+    assert rate.allowed and budget.allowed and budget.spent == (0,)
+    # the budget refuses the next one: the request is not taken from the bucket either
+    rate, budget = await s.admit([rpm], day, 60)
+    assert rate.allowed and not budget.allowed and budget.denied == "budget:admit" and budget.spent == (60,)
+    assert (await s.spent(day)) == [(0, 60)]
+    # 60 + 30 and then + 5 fit the budget of 100; the bucket held 3 requests: the third is the last
+    assert (await s.admit([rpm], day, 30))[1].allowed
+    assert (await s.admit([rpm], day, 5))[0].allowed
+    rate, budget = await s.admit([rpm], day, 1)
+    assert not rate.allowed and rate.denied == ("rl:admit",) and rate.retry_after_s > 0
+    assert (await s.spent(day)) == [(0, 95)]  # a call the rate limit refused reserved nothing
+
+
+async def test_finish_charges_the_tokens_and_settles_the_cost(harness: Harness) -> None:
+    s = harness.state
+    tpm = Bucket("rl:finish", 100, 0.001, 40)
+    day = [Budget("budget:finish", 1000, True, 3600)]
+    assert (await s.admit([tpm], day, 500))[1].allowed
+    await s.finish([Bucket("rl:finish", 100, 0.001, 30)], day, 500, 120)  # 70 tokens used, not 40
+    assert (await s.spent(day)) == [(120, 0)]
+    rate, _ = await s.admit([Bucket("rl:finish", 100, 0.001, 31)], day, 1)
+    assert not rate.allowed  # 100 - 40 - 30 = 30 tokens left
+    assert (await s.admit([Bucket("rl:finish", 100, 0.001, 30)], day, 1))[0].allowed
