@@ -202,7 +202,8 @@ return id
 
 # The circuit breaker of shipyard.state._breaker.CircuitBreaker, step for step, shared by every process.
 # KEYS[1]: hash {state (0 closed, 1 open, 2 half-open), gen, opened, inflight, e<i>, c<i>, f<i>}.
-# ARGV: op ('admit' | 'record' | 'release'), ticket ('' = none), success ('1'/'0'), failure_ratio,
+# ARGV: op ('admit' | 'record' | 'release' | 'ok'), ticket ('' = none), success ('1'/'0'; for 'ok': how
+#       many successes, counted at once while closed), failure_ratio,
 #       min_calls, window_s, cooldown_s, probes, buckets, ttl_s.
 # Returns {state, gen, ms left of the cooldown, ticket (-1: none)}.
 # The generation starts at the server time in ms, not 0: a breaker whose hash expired or was lost comes
@@ -248,6 +249,13 @@ if op == 'admit' then
   end
 elseif op == 'release' then
   if current and state == 2 and inflight > 0 then inflight = inflight - 1; dirty = true end
+elseif op == 'ok' and current and state == 0 then
+  -- successes counted in a batch (ARGV[3] of them): no verdict is due on a success while closed
+  local epoch = math.floor(now / (window / n))
+  local i = epoch % n
+  if e[i] ~= epoch then e[i] = epoch; c[i] = 0; f[i] = 0 end
+  c[i] = c[i] + tonumber(ARGV[3])
+  dirty = true
 elseif op == 'record' and current then
   if state == 2 then
     inflight = math.max(0, inflight - 1)

@@ -10,7 +10,9 @@ open-until) of every breaker it has:
 - ``admit()`` answers from the mirror while it says closed (the ticket is the mirrored generation) or
   open before the cooldown ends; only around half-open does it run the script, to get a probe slot.
 - ``record()`` and ``release()`` are sync: they send the outcome in a background task, whose answer
-  (the new state) updates the mirror.
+  (the new state) updates the mirror. Successes while closed decide nothing, so they are counted here
+  and sent together every ``BATCH_S`` (or just before the next failure, so the ratio is right): one
+  round trip per batch instead of one per call.
 - the owner's poll (every ``poll_s``, one pipelined round trip for all breakers) refreshes the mirrors,
   so an idle replica learns within a second that a breaker opened elsewhere. Until then its mirror may
   admit a few calls the shared breaker would refuse: the price of no round trip on the closed path.
@@ -23,6 +25,7 @@ machine that admitted it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +36,14 @@ if TYPE_CHECKING:
 
 STATES = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)  # the script's 0, 1, 2
 TTL_S = 86_400  # a breaker nobody has touched for a day starts afresh
+BATCH_S = 0.1  # successes while closed are sent to Redis at most this late
 
 
 class SharedBreaker:
     """``BreakerLike`` over Redis; made by ``RedisState.breaker()``."""
 
-    __slots__ = ("_gen", "_open_until", "_owner", "_state", "_tail", "key", "local", "params", "redis_key")
+    __slots__ = ("_gen", "_oks", "_oks_gen", "_open_until", "_owner", "_state", "_tail", "key", "local", "params",
+                 "redis_key")
 
     def __init__(self, owner: RedisState, key: str, redis_key: str, params: dict[str, Any]) -> None:
         self._owner = owner
@@ -51,6 +56,8 @@ class SharedBreaker:
         self._state = BreakerState.CLOSED
         self._gen = -1  # not known yet: the first admit asks Redis
         self._open_until = 0.0
+        self._oks = 0  # successes not sent yet, all of generation _oks_gen
+        self._oks_gen = -1
 
     @property
     def state(self) -> BreakerState:
@@ -91,8 +98,15 @@ class SharedBreaker:
             self._record_locally(success)
         elif ticket is not None and ticket < self._gen:
             return  # admitted before a state change this process already knows of: Redis would ignore it
+        elif success and ticket is not None and ticket == self._gen and self._state is BreakerState.CLOSED:
+            if self._oks and self._oks_gen != ticket:
+                self._owner.spawn(self._send_oks())
+            if not self._oks:
+                self._owner.spawn(self._send_oks(after_s=BATCH_S))
+            self._oks += 1
+            self._oks_gen = ticket
         else:
-            self._owner.spawn(self._send("record", ticket, success))
+            self._owner.spawn(self._send_oks_then("record", ticket, success))
 
     def release(self, ticket: int | None = None) -> None:
         if ticket is not None and ticket < 0:
@@ -111,17 +125,39 @@ class SharedBreaker:
             return
         self._apply([state, gen, int(cooldown_left_s * 1000), -1])
 
-    async def _send(self, op: str, ticket: int | None, success: bool) -> None:
+    def _take_oks(self) -> tuple[int, int]:
+        count, gen = self._oks, self._oks_gen
+        self._oks = 0
+        return count, gen
+
+    async def _send_oks(self, after_s: float = 0.0) -> None:
+        if after_s:
+            await asyncio.sleep(after_s)
+        count, gen = self._take_oks()
+        if count:
+            await self._send("ok", gen, True, count)
+
+    async def _send_oks_then(self, op: str, ticket: int | None, success: bool) -> None:
+        count, gen = self._take_oks()
+        if count:
+            await self._send("ok", gen, True, count)
+        await self._send(op, ticket, success)
+
+    async def _send(self, op: str, ticket: int | None, success: bool, count: int = 1) -> None:
         from ._redis import Unavailable
 
         try:
-            self._apply(await self._owner.run(self._script(op, ticket, success)))
+            self._apply(await self._owner.run(self._script(op, ticket, success, count)))
         except Unavailable:
             if op == "record":
                 self._record_locally(success)
+            elif op == "ok":
+                for _ in range(count):
+                    self._record_locally(True)
 
-    def _script(self, op: str, ticket: int | None, success: bool) -> Callable[[], Awaitable[Any]]:
-        args = [op, "" if ticket is None else str(ticket), "1" if success else "0", *self._tail]
+    def _script(self, op: str, ticket: int | None, success: bool, count: int = 1) -> Callable[[], Awaitable[Any]]:
+        flag = str(count) if op == "ok" else "1" if success else "0"
+        args = [op, "" if ticket is None else str(ticket), flag, *self._tail]
         return lambda: self._owner.scripts.breaker(keys=[self.redis_key], args=args)
 
     def _apply(self, answer: list[Any]) -> None:

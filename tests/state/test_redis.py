@@ -363,3 +363,29 @@ async def test_closing_a_degraded_state_is_clean(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     assert await client.ping()
     await client.aclose()
+
+
+async def test_successes_are_sent_in_batches_and_before_the_next_failure(make: Make) -> None:
+    s = await make(poll_s=60)
+    b = s.breaker("breaker:batched", min_calls=4, failure_ratio=0.5, window_s=10, cooldown_s=5)
+    ticket = await b.admit()
+    for _ in range(3):
+        b.record(True, ticket)
+    await asyncio.sleep(0)
+    raw = await s.client.hgetall(s.prefix + "breaker:batched")
+    assert sum(int(v) for k, v in raw.items() if k.decode().startswith("c")) == 0  # not sent one by one
+    b.record(False, ticket)
+    b.record(False, ticket)
+    await s.drain()
+    # 3 successes went first, so 2 failures of 5 calls stay under the ratio; a 1:1 pair would have opened
+    assert b.state is BreakerState.CLOSED
+    b.record(False, ticket)
+    await s.drain()
+    assert b.state is BreakerState.OPEN  # 3 of 6
+    b2 = s.breaker("breaker:batched-timer", min_calls=4, failure_ratio=0.5, window_s=10, cooldown_s=5)
+    t2 = await b2.admit()
+    for _ in range(5):
+        b2.record(True, t2)
+    await s.drain()  # the batch timer fires within BATCH_S
+    raw = await s.client.hgetall(s.prefix + "breaker:batched-timer")
+    assert sum(int(v) for k, v in raw.items() if k.decode().startswith("c")) == 5
