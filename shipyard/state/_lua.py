@@ -8,93 +8,14 @@ strings because Redis truncates Lua numbers to integers; integers computed here 
 
 from __future__ import annotations
 
-# KEYS: buckets (hash {tokens, ts}); ARGV[1]: 'take' | 'charge'; then capacity, per_s, cost per bucket.
-# take: all or nothing; returns 1, or {retry_after ('-1': never), index of each denied bucket (1-based)}.
-# charge: unconditional debit (negative cost = refund, capped at capacity). A bucket expires when it
-# would be full again: an absent bucket is a full one.
-BUCKETS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local take = ARGV[1] == 'take'
-local level = {}
-local denied = {}
-local wait = 0
-for i, key in ipairs(KEYS) do
-  local cap, rate, cost = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
-  local l = level[key]
-  if l == nil then
-    local h = redis.call('HMGET', key, 'tokens', 'ts')
-    if h[1] then
-      l = math.min(cap, tonumber(h[1]) + math.max(0, now - tonumber(h[2])) * rate)
-    else
-      l = cap
-    end
-  end
-  if not take then
-    level[key] = math.min(cap, l - cost)
-  elseif l >= cost then
-    level[key] = l - cost
-  else
-    level[key] = l
-    denied[#denied + 1] = i
-    if wait and cost <= cap and rate > 0 then
-      wait = math.max(wait, (cost - l) / rate)
-    else
-      wait = false
-    end
-  end
-end
-if #denied > 0 then
-  return {tostring(wait or -1), unpack(denied)}
-end
-for i, key in ipairs(KEYS) do
-  local cap, rate = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
-  redis.call('HSET', key, 'tokens', level[key], 'ts', now)
-  local ms = 86400000
-  if rate > 0 then ms = math.ceil((cap - level[key]) / rate * 1000) + 1000 end
-  redis.call('PEXPIRE', key, ms)
-end
-return 1
-"""
-
-# KEYS: budgets (hash {spent, reserved}); ARGV[1]: amount; then limit, hard ('1'/'0'), ttl_s per budget.
-# Returns {index of the first hard budget that refused (0: none), spent+reserved before, per budget}.
-RESERVE = """
-local amount = tonumber(ARGV[1])
-local out = {0}
-for i, key in ipairs(KEYS) do
-  local h = redis.call('HMGET', key, 'spent', 'reserved')
-  local used = tonumber(h[1] or '0') + tonumber(h[2] or '0')
-  out[i + 1] = used
-  if out[1] == 0 and ARGV[3 * i] == '1' and used + amount > tonumber(ARGV[3 * i - 1]) then
-    out[1] = i
-  end
-end
-if out[1] == 0 then
-  for i, key in ipairs(KEYS) do
-    redis.call('HINCRBY', key, 'reserved', ARGV[1])
-    if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[3 * i + 1]) end
-  end
-end
-return out
-"""
-
-# KEYS: budgets; ARGV[1]: actual, added to spent; then per budget: reserved to release, ttl_s.
-SETTLE = """
-for i, key in ipairs(KEYS) do
-  local held = tonumber(redis.call('HGET', key, 'reserved') or '0')
-  local dec = math.min(held, tonumber(ARGV[2 * i]))
-  if dec > 0 then redis.call('HINCRBY', key, 'reserved', string.format('%d', -dec)) end
-  if ARGV[1] ~= '0' then redis.call('HINCRBY', key, 'spent', ARGV[1]) end
-  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[2 * i + 1]) end
-end
-return 1
-"""
-
-# One call's admission: the BUCKETS 'take' and RESERVE above, in one script (one round trip); when either
-# refuses, neither changes anything. KEYS: buckets (ARGV[1] of them), then budgets. ARGV: n, amount; per
-# bucket capacity, per_s, cost; per budget limit, hard ('1'/'0'), ttl_s. Returns {0, used per budget}
-# when admitted, {1, retry_after ('-1': never), denied bucket indexes} or {2, refused budget index, used}.
+# Rate-limit buckets are hashes {tokens, ts}; a bucket expires when it would be full again, so an absent
+# bucket is a full one. Budgets are hashes {spent, reserved}, whose expiry is set once, at creation.
+#
+# One call's admission, in one round trip: take from every bucket and reserve ``amount`` on every budget,
+# all or nothing (when a bucket lacks room or a hard budget would pass its limit, nothing changes).
+# KEYS: buckets (ARGV[1] of them), then budgets. ARGV: n, amount; per bucket capacity, per_s, cost; per
+# budget limit, hard ('1'/'0'), ttl_s. Returns {0, spent+reserved before, per budget} when admitted,
+# {1, retry_after ('-1': never), denied bucket indexes (1-based)} or {2, refused budget index, used...}.
 ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -161,8 +82,10 @@ end
 return {0, unpack(used)}
 """
 
-# After a call: the BUCKETS 'charge' and SETTLE above in one script. KEYS: buckets (ARGV[1] of them), then
-# budgets. ARGV: n, actual (added to spent); per bucket capacity, per_s, cost; per budget release, ttl_s.
+# After a call, in one round trip: debit each bucket unconditionally (a negative cost refunds, capped at the
+# capacity; a level below zero delays later takes), release each budget's reservation (never below zero)
+# and add the actual cost to spent. KEYS: buckets (ARGV[1] of them), then budgets. ARGV: n, actual; per
+# bucket capacity, per_s, cost; per budget release, ttl_s.
 FINISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000

@@ -10,8 +10,9 @@ Layout (every key under ``prefix``; the caller's keys name their kind, ``rl:...`
   v: float32 bytes, t: ttl ms}; the entry id is the server time of the XADD, so an entry expires at
   id + t, in server time. Trimmed with MAXLEN ~ max_vectors; the stream expires with its last entry.
 
-Rate limits, budgets and breakers are each one Lua script per operation (``_lua``), so a decision over
-several keys is atomic across processes. redis-py runs them by EVALSHA and loads them again after a
+Rate limits and budgets are one Lua script before a call (ADMIT: every bucket and budget at once) and
+one after it (FINISH), breakers one per outcome (successes batched), so a decision over several keys is
+atomic across processes and a call costs two round trips for all its limits. redis-py runs them by EVALSHA and loads them again after a
 Redis restart (NOSCRIPT). Multi-key scripts need every key on one node: Redis Cluster is not supported.
 
 Vectors: every process mirrors the streams it searches into a local ``VectorTable`` (one numpy matrix
@@ -50,7 +51,7 @@ from urllib.parse import urlsplit
 
 from ..errors import StateUnavailable
 from . import Bucket, Budget, BudgetDecision, OnFailure, RateDecision
-from ._lua import ADMIT, BREAKER, BUCKETS, FINISH, RESERVE, SETTLE, VECTORS_ADD
+from ._lua import ADMIT, BREAKER, FINISH, VECTORS_ADD
 from ._memory import breaker_params
 from ._redis_breaker import SharedBreaker
 
@@ -95,13 +96,10 @@ def redacted(url: str) -> str:
 
 @dataclass(slots=True)
 class _Scripts:
-    buckets: Any
-    reserve: Any
-    settle: Any
-    vectors_add: Any
-    breaker: Any
     admit: Any
     finish: Any
+    vectors_add: Any
+    breaker: Any
 
 
 @dataclass(slots=True)
@@ -152,9 +150,7 @@ class RedisState:
         # Calls beyond max_connections wait here, not in the pool: waiting for a slot is local load,
         # not a sign that Redis is down, so it must not time out into the failure policy.
         self._slots = asyncio.Semaphore(max_connections)
-        self.scripts = _Scripts(*(self.client.register_script(s) for s in (BUCKETS, RESERVE, SETTLE,
-                                                                             VECTORS_ADD, BREAKER, ADMIT,
-                                                                             FINISH)))
+        self.scripts = _Scripts(*(self.client.register_script(s) for s in (ADMIT, FINISH, VECTORS_ADD, BREAKER)))
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -178,8 +174,7 @@ class RedisState:
 
     async def _handshake(self) -> None:
         await self._measure_offset()
-        for script in (self.scripts.buckets, self.scripts.reserve, self.scripts.settle,
-                       self.scripts.vectors_add, self.scripts.breaker, self.scripts.admit, self.scripts.finish):
+        for script in (self.scripts.admit, self.scripts.finish, self.scripts.vectors_add, self.scripts.breaker):
             await self.client.script_load(script.script)  # so the first EVALSHA finds it
 
     async def _measure_offset(self) -> None:
@@ -277,14 +272,14 @@ class RedisState:
             for key in list(self._charges):
                 bucket = self._charges.pop(key)
                 try:
-                    await self._charge([bucket])
+                    await self.run(self._finish_op([bucket], [], [], 0))
                 except Unavailable:
                     self._keep_charge(bucket)
                     return
             for key in list(self._settles):
                 budget, release, actual = self._settles.pop(key)
                 try:
-                    await self.run(self._settle_op([budget], [release], actual))
+                    await self.run(self._finish_op([], [budget], [release], actual))
                 except Unavailable:
                     self._keep_settle(budget, release, actual)
                     return
@@ -300,76 +295,25 @@ class RedisState:
     def _k(self, key: str) -> str:
         return self.prefix + key
 
-    # -- rate limits ---------------------------------------------------------------------------------
+    # -- rate limits and budgets: one script before a call (ADMIT), one after (FINISH) ---------------
 
     async def take(self, buckets: Sequence[Bucket]) -> RateDecision:
-        if not buckets:
-            return RateDecision(True, 0.0, ())
-        args: list[Any] = ["take"]
-        for b in buckets:
-            args += [b.capacity, b.per_s, b.cost]
-        keys = [self._k(b.key) for b in buckets]
-        try:
-            answer = await self.run(lambda: self.scripts.buckets(keys=keys, args=args))
-        except Unavailable:
-            if self.on_failure == "fail_closed":
-                raise self._unavailable("check the rate limits") from None
-            return RateDecision(True, 0.0, (), degraded=True)
-        if answer == 1:
-            return RateDecision(True, 0.0, ())
-        wait = float(answer[0])
-        denied = tuple(buckets[int(i) - 1].key for i in answer[1:])
-        return RateDecision(False, None if wait < 0 else wait, denied)
-
-    async def charge(self, buckets: Sequence[Bucket]) -> None:
-        if not buckets:
-            return
-        try:
-            await self._charge(buckets)
-        except Unavailable:
-            for b in buckets:
-                self._keep_charge(b)
-
-    async def _charge(self, buckets: Sequence[Bucket]) -> None:
-        args: list[Any] = ["charge"]
-        for b in buckets:
-            args += [b.capacity, b.per_s, b.cost]
-        keys = [self._k(b.key) for b in buckets]
-        await self.run(lambda: self.scripts.buckets(keys=keys, args=args))
-
-    def _keep_charge(self, bucket: Bucket) -> None:
-        held = self._charges.get(bucket.key)
-        cost = bucket.cost + (held.cost if held else 0.0)
-        self._charges[bucket.key] = Bucket(bucket.key, bucket.capacity, bucket.per_s, cost)
-
-    # -- budgets ---------------------------------------------------------------------------------------
+        return (await self.admit(buckets, (), 0))[0]
 
     async def reserve(self, budgets: Sequence[Budget], amount: int) -> BudgetDecision:
-        if not budgets:
-            return BudgetDecision(True, None, ())
-        args: list[Any] = [int(amount)]
-        for b in budgets:
-            args += [int(b.limit), "1" if b.hard else "0", int(b.ttl_s)]
-        keys = [self._k(b.key) for b in budgets]
-        try:
-            answer = await self.run(lambda: self.scripts.reserve(keys=keys, args=args))
-        except Unavailable:
-            if self.on_failure == "fail_closed":
-                raise self._unavailable("check the budgets") from None
-            for b in budgets:
-                self._blind[b.key] = self._blind.get(b.key, 0) + amount
-            return BudgetDecision(True, None, (0,) * len(budgets), degraded=True)
-        refused = int(answer[0])
-        return BudgetDecision(refused == 0, budgets[refused - 1].key if refused else None,
-                              tuple(int(x) for x in answer[1:]))
+        return (await self.admit((), budgets, amount))[1]
+
+    async def charge(self, buckets: Sequence[Bucket]) -> None:
+        await self.finish(buckets, (), 0, 0)
+
+    async def settle(self, budgets: Sequence[Budget], reserved: int, actual: int) -> None:
+        await self.finish((), budgets, reserved, actual)
 
     async def admit(
         self, buckets: Sequence[Bucket], budgets: Sequence[Budget], amount: int
     ) -> tuple[RateDecision, BudgetDecision]:
-        if not budgets:
-            return await self.take(buckets), BudgetDecision(True, None, ())
-        if not buckets:
-            return RateDecision(True, 0.0, ()), await self.reserve(budgets, amount)
+        if not buckets and not budgets:
+            return RateDecision(True, 0.0, ()), BudgetDecision(True, None, ())
         args: list[Any] = [len(buckets), int(amount)]
         for b in buckets:
             args += [b.capacity, b.per_s, b.cost]
@@ -380,7 +324,8 @@ class RedisState:
             answer = await self.run(lambda: self.scripts.admit(keys=keys, args=args))
         except Unavailable:
             if self.on_failure == "fail_closed":
-                raise self._unavailable("check the rate limits and budgets") from None
+                what = " and ".join(w for w, on in (("rate limits", buckets), ("budgets", budgets)) if on)
+                raise self._unavailable(f"check the {what}") from None
             for g in budgets:
                 self._blind[g.key] = self._blind.get(g.key, 0) + amount
             return (RateDecision(True, 0.0, (), degraded=True),
@@ -399,24 +344,26 @@ class RedisState:
     async def finish(
         self, buckets: Sequence[Bucket], budgets: Sequence[Budget], reserved: int, actual: int
     ) -> None:
-        if not budgets:
-            return await self.charge(buckets)
-        if not buckets:
-            return await self.settle(budgets, reserved, actual)
+        if not buckets and not budgets:
+            return
         releases = self._releases(budgets, reserved)
+        try:
+            await self.run(self._finish_op(buckets, budgets, releases, actual))
+        except Unavailable:
+            for b in buckets:
+                self._keep_charge(b)
+            for g, release in zip(budgets, releases, strict=True):
+                self._keep_settle(g, release, actual)
+
+    def _finish_op(self, buckets: Sequence[Bucket], budgets: Sequence[Budget], releases: Sequence[int],
+                   actual: int) -> Callable[[], Awaitable[Any]]:
         args: list[Any] = [len(buckets), int(actual)]
         for b in buckets:
             args += [b.capacity, b.per_s, b.cost]
         for g, release in zip(budgets, releases, strict=True):
             args += [int(release), int(g.ttl_s)]
         keys = [self._k(b.key) for b in buckets] + [self._k(g.key) for g in budgets]
-        try:
-            await self.run(lambda: self.scripts.finish(keys=keys, args=args))
-        except Unavailable:
-            for b in buckets:
-                self._keep_charge(b)
-            for g, release in zip(budgets, releases, strict=True):
-                self._keep_settle(g, release, actual)
+        return lambda: self.scripts.finish(keys=keys, args=args)
 
     def _releases(self, budgets: Sequence[Budget], reserved: int) -> list[int]:
         """What Redis must release per budget. What was reserved blind (while degraded) was never added
@@ -432,23 +379,10 @@ class RedisState:
             releases.append(reserved - blind)
         return releases
 
-    async def settle(self, budgets: Sequence[Budget], reserved: int, actual: int) -> None:
-        if not budgets:
-            return
-        releases = self._releases(budgets, reserved)
-        try:
-            await self.run(self._settle_op(budgets, releases, actual))
-        except Unavailable:
-            for b, release in zip(budgets, releases, strict=True):
-                self._keep_settle(b, release, actual)
-
-    def _settle_op(self, budgets: Sequence[Budget], releases: Sequence[int], actual: int
-                   ) -> Callable[[], Awaitable[Any]]:
-        args: list[Any] = [int(actual)]
-        for b, release in zip(budgets, releases, strict=True):
-            args += [int(release), int(b.ttl_s)]
-        keys = [self._k(b.key) for b in budgets]
-        return lambda: self.scripts.settle(keys=keys, args=args)
+    def _keep_charge(self, bucket: Bucket) -> None:
+        held = self._charges.get(bucket.key)
+        cost = bucket.cost + (held.cost if held else 0.0)
+        self._charges[bucket.key] = Bucket(bucket.key, bucket.capacity, bucket.per_s, cost)
 
     def _keep_settle(self, budget: Budget, release: int, actual: int) -> None:
         _, r, a = self._settles.get(budget.key, (budget, 0, 0))
