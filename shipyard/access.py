@@ -110,6 +110,9 @@ class KeyRing:
         """A new key (the only time its secret exists in clear) and the row stored for it."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+        for field, usd in (("usd_per_day", usd_per_day), ("usd_per_month", usd_per_month)):
+            if usd is not None and not (0 <= usd <= 1e9):  # also refuses inf and nan
+                raise ValueError(f"{field} must be a number of USD from 0 to 1e9 (got {usd!r})")
         if not tenant or len(tenant) > 128 or tenant != tenant.strip():
             raise ValueError("tenant must be 1-128 characters, without leading or trailing spaces")
         if name is not None and len(name) > 200:

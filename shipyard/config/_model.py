@@ -70,8 +70,8 @@ class LimitSpec(Strict):
 
 
 class BudgetSpec(Strict):
-    usd_per_day: float | None = Field(None, ge=0)
-    usd_per_month: float | None = Field(None, ge=0)
+    usd_per_day: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    usd_per_month: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
     mode: Literal["hard", "soft"] = "hard"
     """hard: refuse with 429 budget_exceeded; soft: serve, and raise a budget_soft_exceeded event."""
     downgrade_at: float | None = Field(None, gt=0, lt=1)
@@ -126,8 +126,8 @@ class HedgeSpec(Strict):
 
 
 class PriceSpec(Strict):
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
+    input: float = Field(ge=0, le=1e6, allow_inf_nan=False)
+    output: float = Field(ge=0, le=1e6, allow_inf_nan=False)
 
 
 class TenantSpec(Strict):

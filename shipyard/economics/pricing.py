@@ -136,8 +136,9 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
         for message in body["messages"]:
             if isinstance(message, dict):
                 n += 4 + estimate_tokens(_content_text(message.get("content")))
-                for call in message.get("tool_calls") or ():
-                    n += estimate_tokens(str(call))
+                tool_calls = message.get("tool_calls")
+                if tool_calls:
+                    n += estimate_tokens(str(tool_calls))
         if body.get("tools"):
             n += estimate_tokens(str(body["tools"]))
         return n

@@ -99,7 +99,10 @@ class Cache:
             from ..economics.semantic import is_hit, query_text
 
             messages = call.body.get("messages") or []
-            question = query_text(messages)
+            # Only a request that ends with the user's question: after a tool result or an assistant
+            # prefill, the last message would change the answer without being compared.
+            last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+            question = query_text(messages) if last.get("role") == "user" else ""
             if question:
                 namespace = self._namespace(call, messages)
                 vector = (await self.embedder.aencode([question]))[0]

@@ -7,7 +7,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,7 @@ class Call:
     cost_nano: int | None = None  # USD * 1e9 of every attempt that used tokens; None: unknown
     cost_estimated: bool = False  # some tokens were counted by estimate, not by the provider
     retry_after: float | None = None  # for a 429: when to come back
+    extend_budget: Callable[[], Awaitable[None]] | None = None  # reserve for one more paid attempt (Limit)
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -100,11 +101,12 @@ class Call:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def add_usage(self, usage: Any, *, estimated: bool = False) -> None:
-        """Count a provider's token usage and its cost at ``price``; a call that asked twice (a repair,
-        a hedge) used both."""
+    def add_usage(self, usage: Any, *, estimated: bool = False, price: Price | None = None) -> None:
+        """Count a provider's token usage and its cost at ``price`` (default: the serving route's); a call
+        that asked twice (a repair, a hedge) used both."""
         if not isinstance(usage, dict):
             return
+        price = price if price is not None else self.price
         total = self.usage or {}
         self.usage = {
             k: int(total.get(k) or 0) + int(usage.get(k) or 0)
@@ -112,20 +114,19 @@ class Call:
         }
         if estimated:
             self.cost_estimated = True
-        if self.price is not None:
-            cost = self.price.cost_nano(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        if price is not None:
+            cost = price.cost_nano(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
             self.cost_nano = (self.cost_nano or 0) + cost
 
     def add_prompt_estimate(self, price: Price | None, completion_chars: int = 0) -> None:
         """Tokens the provider did not report (a stream without usage, a cancelled hedge), estimated."""
         prompt = estimate_prompt_tokens(self.body)
         completion = (completion_chars + 3) // 4
-        saved, self.price = self.price, price
         self.add_usage(
             {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
             estimated=True,
+            price=price,
         )
-        self.price = saved if saved is not None else price
 
     @property
     def cost_usd(self) -> float | None:
@@ -169,7 +170,8 @@ class ChunkStream:
     """
 
     __slots__ = (
-        "_chars", "_closed", "_first", "_idle_s", "_kept", "_on_close", "_rest", "_usage_wanted", "call", "estimate",
+        "_chars", "_closed", "_first", "_held", "_idle_s", "_kept", "_on_close", "_rest", "_usage_wanted", "call",
+        "estimate",
     )
 
     def __init__(
@@ -189,10 +191,31 @@ class ChunkStream:
         self._closed = False
         self._chars = 0
         self._kept: list[dict[str, Any]] | None = None
+        self._held: list[Callable[[], None]] = []
         self.estimate = True  # a provider's stream: estimate the tokens if it never reports usage
 
     def on_close(self, callback: Callable[[Call], None]) -> None:
         self._on_close.append(callback)
+
+    def hold(self, release: Callable[[], None]) -> None:
+        """Something the stream holds until it ends, whether it is read or discarded (a route's slot)."""
+        self._held.append(release)
+
+    async def discard(self) -> None:
+        """A stream nobody will read (the attempt that lost a hedge): close the upstream and give back what
+        it holds, without touching the call's record (its winner writes that)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            aclose = getattr(self._rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        except Exception:  # noqa: BLE001, S110 - a loser's upstream failing to close changes nothing
+            pass
+        finally:
+            for release in self._held:
+                release()
 
     def keep_chunks(self) -> list[dict[str, Any]]:
         """From now on, every chunk passed on is also appended to the returned list (for a cache)."""
@@ -297,5 +320,7 @@ class ChunkStream:
                 call.status = "client_closed"
             if self.estimate and call.usage is None and call.route_index is not None:
                 call.add_prompt_estimate(call.price, self._chars)
+            for release in self._held:
+                release()
             for callback in self._on_close:
                 callback(self.call)

@@ -109,9 +109,25 @@ class Limit:
         self._soft_and_downgrade(call, rules, budgets, budget.spent, amount)
         if not tokens and not budgets:
             return await next(call)
+        held = [amount]  # what is reserved so far: one worst case per paid attempt
+
+        if budgets:
+            self._cap_output(call)
+
+            async def extend() -> None:
+                # One more paid attempt (a repair re-ask, a failover after a bad answer, a hedge): it must
+                # fit too, or a hard budget could be passed by the attempts of one call.
+                _, more = await self.state.admit((), budgets, amount)
+                if not more.allowed:
+                    i = [b.key for b in budgets].index(more.denied)
+                    message, retry_after = rules[i].refusal(now, more.spent[i], amount)
+                    raise BudgetExceeded(message, retry_after=retry_after, details={"budget": more.denied})
+                held[0] += amount
+
+            call.extend_budget = extend
 
         def settle(_: Call | None = None) -> None:
-            self.background.spawn(self._settle(call, tokens, estimate, budgets, amount))
+            self.background.spawn(self._settle(call, tokens, estimate, budgets, held[0]))
 
         try:
             result = await next(call)
@@ -126,10 +142,24 @@ class Limit:
 
     @staticmethod
     def _worst_case(call: Call, estimate: int) -> int:
-        """The most the call can cost, in nano-USD: its prompt and its output cap at the dearest route."""
+        """The most one attempt can cost, in nano-USD: its prompt and its output cap at the dearest route
+        (capped at 2**52: Redis counts in 64-bit integers, and no budget is that large)."""
         feature = call.feature
         out = max_output_tokens(call.body, feature.spec.max_output_tokens)
-        return max((p.cost_nano(estimate, out) for p in feature.prices if p is not None), default=0)
+        worst = max((p.cost_nano(estimate, out) for p in feature.prices if p is not None), default=0)
+        return min(worst, 2**52)
+
+    @staticmethod
+    def _cap_output(call: Call) -> None:
+        """What a budget reserved for the output is what the provider may write: a request without a cap
+        gets ``max_tokens = max_output_tokens`` (unless a route sets its own cap in ``params``)."""
+        body = call.body
+        if call.op != "chat" and call.op != "invoke":
+            return
+        caps = ("max_tokens", "max_completion_tokens")
+        if any(k in body for k in caps) or any(k in r.params for r in call.feature.spec.route for k in caps):
+            return
+        body["max_tokens"] = call.feature.spec.max_output_tokens
 
     @staticmethod
     def _rate_limited(

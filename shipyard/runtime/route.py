@@ -96,10 +96,13 @@ class Route:
             details=[a.to_dict() for a in call.attempts][-10:],
         )
 
-    async def _try(self, call: Call, index: int) -> Any:
-        """One attempt at route ``index``: the result, or the ProviderError it failed with (recorded)."""
+    async def _try(self, call: Call, index: int, *, commit: bool = True) -> Any:
+        """One attempt at route ``index``: the result, or the ProviderError it failed with (recorded).
+        ``commit``: the route becomes the call's serving route (a hedge commits only its winner)."""
         feature = call.feature
         route = feature.spec.route[index]
+        if call.cost_nano and call.extend_budget is not None:
+            await call.extend_budget()  # an answer was already paid for (a repair, a failover): cover this one
         gate = feature.gates[index]
         if gate is not None and not await gate.acquire():
             call.attempts.append(
@@ -154,12 +157,13 @@ class Route:
                 call.attempts.append(attempt)
                 breaker.record(True, ticket)
                 feature.latencies[index].append(attempt.latency_ms)
-                call.route, call.route_index, call.price = route.label, index, feature.prices[index]
+                if commit:
+                    self._commit(call, index)
                 if isinstance(result, dict):
-                    call.add_usage(result.get("usage"))
+                    call.add_usage(result.get("usage"), price=feature.prices[index])
                 elif isinstance(result, ChunkStream) and gate is not None:
-                    held = False  # the slot is the stream's until it ends
-                    result.on_close(lambda _c: gate.release())
+                    held = False  # the slot is the stream's until it ends or is discarded
+                    result.hold(gate.release)
                 return result
             attempt.latency_ms = (self.clock() - started) * 1000.0
             attempt.outcome = "error"
@@ -176,45 +180,66 @@ class Route:
             if held:
                 gate.release()  # type: ignore[union-attr]
 
+    @staticmethod
+    def _commit(call: Call, index: int) -> None:
+        call.route, call.route_index = call.feature.spec.route[index].label, index
+        call.price = call.feature.prices[index]
+
     async def _hedged(self, call: Call, first: int, second: int, after_s: float) -> Any:
         """Try ``first``; if it has not answered after ``after_s``, try ``second`` too. The first answer
-        wins and the other attempt is cancelled (its prompt is counted in the cost, as an estimate).
-        When both fail, the first one's error is raised (its retries follow as usual)."""
-        primary = asyncio.ensure_future(self._try(call, first))
-        done, _ = await asyncio.wait({primary}, timeout=after_s)
-        if done:
-            return primary.result()
-        call.event("hedge", after_ms=round(after_s * 1000, 1), route=call.feature.spec.route[second].label)
-        backup = asyncio.ensure_future(self._try(call, second))
-        pending = {primary, backup}
+        wins; the other attempt is cancelled (its prompt counted in the cost, as an estimate) or, if it
+        also finished, discarded (its usage counted). When both fail, the first one's error is raised (its
+        retries follow as usual). However this ends, cancellation included, no attempt is left running."""
+        from ..errors import BudgetExceeded
+
+        primary = asyncio.ensure_future(self._try(call, first, commit=False))
+        tasks = {primary: first}
+        winner: asyncio.Future[Any] | None = None
         try:
+            done, _ = await asyncio.wait({primary}, timeout=after_s)
+            if not done and call.extend_budget is not None:
+                try:
+                    await call.extend_budget()  # a second attempt may cost as much as the first
+                except BudgetExceeded:
+                    call.event("hedge_skipped", reason="budget")
+                    done, _ = await asyncio.wait({primary})
+            if not done:
+                call.event("hedge", after_ms=round(after_s * 1000, 1), route=call.feature.spec.route[second].label)
+                tasks[asyncio.ensure_future(self._try(call, second, commit=False))] = second
+            pending = set(tasks)
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in (primary, backup):
+                for task, index in tasks.items():  # the first route wins a tie
                     if task in done and task.exception() is None:
-                        for loser in pending:
-                            await self._cancel(call, loser, second if loser is backup else first)
-                        pending = set()
+                        winner = task
+                        self._commit(call, index)
                         return task.result()
             return primary.result()  # both failed: the first route's error
-        except BaseException:
-            for task in pending:
-                task.cancel()
-            raise
         finally:
-            for task in (primary, backup):
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: a lost hedge's failure is in the attempts, not the log
+            await self._settle_losers(call, tasks, winner)
 
     @staticmethod
-    async def _cancel(call: Call, task: asyncio.Future[Any], index: int) -> None:
-        task.cancel()
-        try:
-            await task
-        except BaseException:  # noqa: BLE001, S110 - the loser's fate is recorded in its attempt
-            pass
-        call.add_prompt_estimate(call.feature.prices[index])
-        call.event("hedge_cancelled", route=call.feature.spec.route[index].label)
+    async def _settle_losers(call: Call, tasks: dict[asyncio.Future[Any], int], winner: Any) -> None:
+        """Cancel what still runs, discard what finished but lost, retrieve every failure."""
+        for task, index in tasks.items():
+            if task is winner:
+                continue
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:  # noqa: BLE001, S110 - the loser's fate is recorded in its attempt
+                    pass
+                else:
+                    if isinstance(task.result(), ChunkStream):
+                        await task.result().discard()
+                    continue
+                call.add_prompt_estimate(call.feature.prices[index])
+                call.event("hedge_cancelled", route=call.feature.spec.route[index].label)
+            elif not task.cancelled() and task.exception() is None and isinstance(task.result(), ChunkStream):
+                await task.result().discard()
+            elif not task.cancelled():
+                task.exception()  # retrieved: a lost hedge's failure is in the attempts, not the log
 
     async def _once(self, call: Call, provider: Any, model: str, body: dict[str, Any], idle_s: float) -> Any:
         if call.op == "embed":

@@ -34,8 +34,8 @@ class NewKey(BaseModel):
     name: str | None = Field(None, max_length=200)
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
-    usd_per_day: float | None = Field(None, ge=0)
-    usd_per_month: float | None = Field(None, ge=0)
+    usd_per_day: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    usd_per_month: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
 
 
 class Admin:

@@ -119,6 +119,9 @@ class Api:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                 raise RequestError("'messages' must be a non-empty list of message objects", param="messages")
+            if "stream_options" in body and not isinstance(body["stream_options"], dict | None):
+                raise RequestError("'stream_options' must be an object, e.g. {\"include_usage\": true}",
+                                   param="stream_options")
             stream = bool(body.pop("stream", False))
             call = self.gateway.new_call(
                 feature, "chat", body, stream=stream, trace_id=trace_id, api_key=bearer(request),

@@ -83,13 +83,27 @@ class SharedBreaker:
                 return self._gen
             if self._state is BreakerState.OPEN and self._owner.clock() < self._open_until:
                 return None
+        asking = asyncio.ensure_future(self._owner.run(self._script("admit", None, False)))
         try:
-            answer = await self._owner.run(self._script("admit", None, False))
+            answer = await asyncio.shield(asking)
         except Unavailable:
             return self._local_ticket(self.local.admit())
+        except asyncio.CancelledError:
+            # The caller left (a hedge lost, a client went) while Redis was granting a probe slot: when the
+            # answer comes, give the slot back, or the breaker would stay half-open with no probe to end it.
+            asking.add_done_callback(self._give_back)
+            raise
         self._apply(answer)
         ticket = int(answer[3])
         return ticket if ticket >= 0 else None
+
+    def _give_back(self, asking: asyncio.Future[Any]) -> None:
+        if asking.cancelled() or asking.exception() is not None:
+            return
+        answer = asking.result()
+        self._apply(answer)
+        if int(answer[3]) >= 0:
+            self.release(int(answer[3]))
 
     def record(self, success: bool, ticket: int | None = None) -> None:
         if ticket is not None and ticket < 0:

@@ -213,3 +213,30 @@ async def test_hedging_at_a_percentile_follows_the_routes_own_latency(primary, b
         primary.default = Reply("slow primary", delay_s=1.0)
         reply = await gw.chat("triage", MSG)
     assert reply.content == "backup" and len(backup.requests) == 1
+
+
+async def test_a_call_cancelled_while_hedging_leaves_no_attempt_running(primary, backup, write_config):
+    primary.default = Reply("slow", delay_s=1.0)
+    backup.default = Reply("slow too", delay_s=1.0)
+    path = write_config(two_route_config(
+        primary, backup, feature_extra="hedge: {after_ms: 100}\nconcurrency: {max_in_flight: 1}"))
+    async with Gateway.from_config(path) as gw:
+        gates = gw.feature("triage").gates
+        for wait in (0.05, 0.3):  # cancelled before the hedge starts, then after
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(gw.chat("triage", MSG), wait)
+            assert [g.in_flight for g in gates] == [0, 0]  # every slot given back, nothing left running
+        primary.default = Reply("quick")
+        assert (await gw.chat("triage", MSG)).content == "quick"  # the route is not shed for good
+
+
+async def test_a_hedged_stream_gives_the_losers_slot_back(primary, backup, write_config):
+    primary.default = Stream(["slow"], first_delay_s=0.5)
+    backup.default = Stream(["fast"])
+    path = write_config(two_route_config(
+        primary, backup, feature_extra="hedge: {after_ms: 50}\nconcurrency: {max_in_flight: 1}"))
+    async with Gateway.from_config(path) as gw:
+        stream = gw.stream("triage", MSG)
+        text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in stream if c["choices"]])
+        assert text == "fast" and stream.route == "backup/small-model"
+        assert [g.in_flight for g in gw.feature("triage").gates] == [0, 0]

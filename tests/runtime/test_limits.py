@@ -147,3 +147,69 @@ async def test_a_zero_budget_refuses_everything_clearly(primary, backup, write_c
         with pytest.raises(BudgetExceeded, match=r"monthly budget of feature triage \(\$0.00\)"):
             await gw.chat("triage", MSG)
     assert not primary.requests
+
+
+INVOKE = """
+input_schema: {type: object, required: [text], properties: {text: {type: string}}}
+output_schema: {type: object, required: [category], properties: {category: {type: string}}}"""
+
+
+async def test_a_repair_re_ask_must_fit_the_budget_too(primary, backup, write_config):
+    # One attempt reserves ~(prompt + 1024) tokens at $1000/M: about $1.04. A budget of $1.5 covers
+    # one attempt, not the repair's second one: the call is refused rather than overspending.
+    path = config(primary, backup, write_config, "budget: {usd_per_day: 1.5}" + INVOKE)
+    primary.script(Reply("not json"), Reply('{"category": "billing"}'))
+    async with Gateway.from_config(path) as gw:
+        with pytest.raises(BudgetExceeded):
+            await gw.invoke("triage", {"text": "charged twice"})
+        await gw.services.background.drain()
+        (spent, reserved), = await gw.state.spent([_feature_budget_for(1.5)])
+    assert reserved == 0 and spent == 8_000_000 and len(primary.requests) == 1  # the first answer only
+
+
+async def test_a_repair_within_the_budget_is_served_and_both_answers_counted(primary, backup, write_config):
+    path = config(primary, backup, write_config, "budget: {usd_per_day: 5}" + INVOKE)
+    primary.script(Reply("not json"), Reply('{"category": "billing"}'))
+    async with Gateway.from_config(path) as gw:
+        result = await gw.invoke("triage", {"text": "charged twice"})
+        await gw.services.background.drain()
+        (spent, reserved), = await gw.state.spent([_feature_budget_for(5)])
+    assert result.output == {"category": "billing"} and result.cost_usd == pytest.approx(0.016)
+    assert (spent, reserved) == (16_000_000, 0)
+
+
+async def test_a_budgeted_request_without_a_cap_is_sent_with_the_reserved_cap(primary, backup, write_config):
+    path = config(primary, backup, write_config, "budget: {usd_per_day: 5}\nmax_output_tokens: 300")
+    async with Gateway.from_config(path) as gw:
+        await gw.chat("triage", MSG)
+        await gw.chat("triage", MSG, max_completion_tokens=50)
+    assert primary.requests[0].body["max_tokens"] == 300
+    assert "max_tokens" not in primary.requests[1].body and primary.requests[1].body["max_completion_tokens"] == 50
+
+
+async def test_absurd_values_are_clean_errors_not_500s(primary, backup, write_config):
+    path = config(primary, backup, write_config, "budget: {usd_per_day: 5, mode: soft}")
+    async with Gateway.from_config(path) as gw:
+        assert (await gw.chat("triage", MSG, max_tokens=2**63 - 1)).content  # the reservation is capped
+        bad = [{"role": "user", "content": "x", "tool_calls": 5}]
+        assert (await gw.chat("triage", bad)).content  # estimated, not crashed; the provider judges it
+
+
+def test_a_budget_or_price_that_is_not_a_finite_number_is_a_config_error(primary, backup, write_config):
+    from shipyard.errors import ConfigError
+
+    for text in ("budget: {usd_per_day: .inf}", "budget: {usd_per_day: .nan}"):
+        with pytest.raises(ConfigError, match="budget.usd_per_day"):
+            Gateway.from_config(config(primary, backup, write_config, text))
+
+
+def test_a_key_budget_must_be_finite(tmp_path):
+    from shipyard.access import KeyRing
+    from shipyard.store import Store
+
+    store = Store(f"sqlite:///{tmp_path}/k.db")
+    store.migrate()
+    with pytest.raises(ValueError, match="usd_per_day must be a number of USD"):
+        KeyRing(store).create("acme", usd_per_day=float("inf"))
+    assert store.list_keys() == []
+    store.close()

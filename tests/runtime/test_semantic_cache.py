@@ -59,3 +59,19 @@ async def test_semantic_entries_are_per_tenant_and_per_system_prompt(semantic, p
                    {"role": "user", "content": "How can I reset my password?"}]
         reply = await gw.chat("triage", changed, tenant="acme")
         assert reply.cache is None and reply.content == "other prompt answer"
+
+
+async def test_a_request_ending_with_a_tool_result_is_never_answered_semantically(semantic, primary):
+    primary.script(Reply("It is 42 degrees."), Reply("It is -5 degrees."))
+
+    def with_tool_result(value: str) -> list[dict]:
+        call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+        return [*ask("What is the temperature outside?"),
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": value}]
+
+    async with Gateway.from_config(semantic) as gw:
+        await gw.chat("triage", with_tool_result("42"))
+        await gw.services.background.drain()
+        second = await gw.chat("triage", with_tool_result("-5"))
+    assert second.cache is None and second.content == "It is -5 degrees."

@@ -50,6 +50,7 @@ def test_bad_key_requests_are_400_with_the_reason(served, admin_key):
         ({"tenant": "acme", "expires": "soon"}, "not a duration"),
         ({"tenant": "acme", "rpm": 0}, "rpm"),
         ({"tenant": "acme", "colour": "red"}, "colour"),
+        ({"tenant": "acme", "usd_per_day": "inf"}, "usd_per_day"),
     ]
     for body, says in cases:
         r = httpx.post(base, json=body, headers=auth)

@@ -62,3 +62,12 @@ def test_readyz_tells_the_shared_states_health(primary, backup, write_config, se
     served = serve(write_config(two_route_config(primary, backup)))
     state = httpx.get(served.base_url + "/readyz").json()["state"]
     assert state == {"backend": "memory", "degraded": False, "errors_total": 0, "on_failure": "fail_open"}
+
+
+def test_stream_options_that_is_not_an_object_is_a_400(primary, backup, write_config, serve):
+    import httpx
+
+    served = serve(write_config(two_route_config(primary, backup)))
+    r = httpx.post(served.base_url + "/v1/chat/completions",
+                   json={"model": "triage", "messages": MSG, "stream": True, "stream_options": "x"})
+    assert r.status_code == 400 and "stream_options" in r.json()["error"]["message"]
