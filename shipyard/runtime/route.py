@@ -20,6 +20,7 @@ from ..errors import (
     TransientProviderError,
     error_class_name,
 )
+from ..providers._format import message_text
 from .call import Attempt, Call, ChunkStream
 from .stages import Next, usage_wanted
 
@@ -160,7 +161,10 @@ class Route:
                 if commit:
                     self._commit(call, index)
                 if isinstance(result, dict):
-                    call.add_usage(result.get("usage"), price=feature.prices[index])
+                    if isinstance(result.get("usage"), dict):
+                        call.add_usage(result["usage"], price=feature.prices[index])
+                    elif call.op != "embed":  # no usage reported: estimate it (and say so in the trace)
+                        call.add_prompt_estimate(feature.prices[index], len(message_text(result)))
                 elif isinstance(result, ChunkStream) and gate is not None:
                     held = False  # the slot is the stream's until it ends or is discarded
                     result.hold(gate.release)

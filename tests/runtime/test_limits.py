@@ -213,3 +213,12 @@ def test_a_key_budget_must_be_finite(tmp_path):
         KeyRing(store).create("acme", usd_per_day=float("inf"))
     assert store.list_keys() == []
     store.close()
+
+
+async def test_an_answer_without_usage_gets_an_estimated_cost(primary, backup, write_config):
+    path = config(primary, backup, write_config, "")
+    primary.script(Reply("a twelve character answer", usage=None))
+    async with Gateway.from_config(path) as gw:
+        reply = await gw.chat("triage", MSG)
+        trace = await gw.get_trace(reply.trace_id)
+    assert reply.cost_usd > 0 and trace["cost_estimated"] is True and trace["completion_tokens"] > 0
