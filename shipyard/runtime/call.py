@@ -90,6 +90,8 @@ class Call:
     cost_estimated: bool = False  # some tokens were counted by estimate, not by the provider
     retry_after: float | None = None  # for a 429: when to come back
     extend_budget: Callable[[], Awaitable[None]] | None = None  # reserve for one more paid attempt (Limit)
+    reserved_attempts: int = 1  # paid attempts the budget reservation covers
+    paid_attempts: int = 0  # attempts that came back with an answer (billed)
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -170,8 +172,8 @@ class ChunkStream:
     """
 
     __slots__ = (
-        "_chars", "_closed", "_first", "_held", "_idle_s", "_kept", "_on_close", "_rest", "_usage_wanted", "call",
-        "estimate",
+        "_chars", "_closed", "_first", "_got_usage", "_held", "_idle_s", "_kept", "_on_close", "_rest",
+        "_usage_wanted", "call", "estimate",
     )
 
     def __init__(
@@ -192,6 +194,7 @@ class ChunkStream:
         self._chars = 0
         self._kept: list[dict[str, Any]] | None = None
         self._held: list[Callable[[], None]] = []
+        self._got_usage = False
         self.estimate = True  # a provider's stream: estimate the tokens if it never reports usage
 
     def on_close(self, callback: Callable[[Call], None]) -> None:
@@ -200,6 +203,11 @@ class ChunkStream:
     def hold(self, release: Callable[[], None]) -> None:
         """Something the stream holds until it ends, whether it is read or discarded (a route's slot)."""
         self._held.append(release)
+
+    @property
+    def chars(self) -> int:
+        """Characters of answer text passed on so far (for an estimate)."""
+        return self._chars
 
     async def discard(self) -> None:
         """A stream nobody will read (the attempt that lost a hedge): close the upstream and give back what
@@ -288,6 +296,7 @@ class ChunkStream:
         """Count usage; pass a usage-only chunk on only to a caller that asked for one (as OpenAI does)."""
         usage = chunk.get("usage")
         if usage:
+            self._got_usage = True
             self.call.add_usage(usage)
             if not chunk.get("choices"):
                 return self._usage_wanted
@@ -318,7 +327,7 @@ class ChunkStream:
             call = self.call
             if call.status == "pending":
                 call.status = "client_closed"
-            if self.estimate and call.usage is None and call.route_index is not None:
+            if self.estimate and not self._got_usage and call.route_index is not None:
                 call.add_prompt_estimate(call.price, self._chars)
             for release in self._held:
                 release()

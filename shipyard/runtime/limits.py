@@ -6,6 +6,7 @@ atomic arithmetic, so limits hold across replicas when it is Redis.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -117,12 +118,20 @@ class Limit:
             async def extend() -> None:
                 # One more paid attempt (a repair re-ask, a failover after a bad answer, a hedge): it must
                 # fit too, or a hard budget could be passed by the attempts of one call.
-                _, more = await self.state.admit((), budgets, amount)
+                asking = asyncio.ensure_future(self.state.admit((), budgets, amount))
+                try:
+                    _, more = await asyncio.shield(asking)
+                except asyncio.CancelledError:
+                    # Cancelled while the state answers: a reservation that lands after this is given
+                    # back on its own, since the call's settlement will not know of it.
+                    asking.add_done_callback(self._give_back_late(budgets, amount))
+                    raise
                 if not more.allowed:
                     i = [b.key for b in budgets].index(more.denied)
                     message, retry_after = rules[i].refusal(now, more.spent[i], amount)
                     raise BudgetExceeded(message, retry_after=retry_after, details={"budget": more.denied})
                 held[0] += amount
+                call.reserved_attempts += 1
 
             call.extend_budget = extend
 
@@ -140,13 +149,24 @@ class Limit:
             settle()
         return result
 
+    def _give_back_late(self, budgets: list[Any], amount: int) -> Callable[[asyncio.Future[Any]], None]:
+        def give_back(asking: asyncio.Future[Any]) -> None:
+            if not asking.cancelled() and asking.exception() is None and asking.result()[1].allowed:
+                self.background.spawn(self.state.finish((), budgets, amount, 0))
+
+        return give_back
+
     @staticmethod
     def _worst_case(call: Call, estimate: int) -> int:
-        """The most one attempt can cost, in nano-USD: its prompt and its output cap at the dearest route
+        """The most one attempt can cost, in nano-USD: its prompt and its output cap (a route's own cap in
+        ``params``, else the request's, else ``max_output_tokens``) at each route's price, the dearest
         (capped at 2**52: Redis counts in 64-bit integers, and no budget is that large)."""
         feature = call.feature
-        out = max_output_tokens(call.body, feature.spec.max_output_tokens)
-        worst = max((p.cost_nano(estimate, out) for p in feature.prices if p is not None), default=0)
+        default = max_output_tokens(call.body, feature.spec.max_output_tokens)
+        worst = 0
+        for route, price in zip(feature.spec.route, feature.prices, strict=True):
+            if price is not None:
+                worst = max(worst, price.cost_nano(estimate, max_output_tokens(route.params, default)))
         return min(worst, 2**52)
 
     @staticmethod
@@ -156,9 +176,9 @@ class Limit:
         body = call.body
         if call.op != "chat" and call.op != "invoke":
             return
-        caps = ("max_tokens", "max_completion_tokens")
-        if any(k in body for k in caps) or any(k in r.params for r in call.feature.spec.route for k in caps):
+        if "max_tokens" in body or "max_completion_tokens" in body:
             return
+        # A route with its own cap in params overrides this one (and drops it for max_completion_tokens).
         body["max_tokens"] = call.feature.spec.max_output_tokens
 
     @staticmethod

@@ -24,6 +24,8 @@ from ..providers._format import message_text
 from .call import Attempt, Call, ChunkStream
 from .stages import Next, usage_wanted
 
+_closing: set[asyncio.Future[Any]] = set()  # discards of abandoned hedge streams, referenced until done
+
 
 class _Skipped(Exception):
     """A route that was not tried: its breaker is open, or it is saturated."""
@@ -102,8 +104,8 @@ class Route:
         ``commit``: the route becomes the call's serving route (a hedge commits only its winner)."""
         feature = call.feature
         route = feature.spec.route[index]
-        if call.cost_nano and call.extend_budget is not None:
-            await call.extend_budget()  # an answer was already paid for (a repair, a failover): cover this one
+        if call.extend_budget is not None and call.paid_attempts >= call.reserved_attempts:
+            await call.extend_budget()  # every reserved attempt was paid for (a repair, a failover): cover this one
         gate = feature.gates[index]
         if gate is not None and not await gate.acquire():
             call.attempts.append(
@@ -128,6 +130,8 @@ class Route:
             body = {k: v for k, v in call.body.items() if k not in ("model", "stream")}
             if route.params:
                 body.update(route.params)
+                if "max_completion_tokens" in route.params:
+                    body.pop("max_tokens", None)  # the route's own cap (o-series models take only this one)
             if not call.stream:
                 body.pop("stream_options", None)
             provider = self.providers[route.provider]
@@ -158,6 +162,7 @@ class Route:
                 call.attempts.append(attempt)
                 breaker.record(True, ticket)
                 feature.latencies[index].append(attempt.latency_ms)
+                call.paid_attempts += 1
                 if commit:
                     self._commit(call, index)
                 if isinstance(result, dict):
@@ -192,21 +197,24 @@ class Route:
     async def _hedged(self, call: Call, first: int, second: int, after_s: float) -> Any:
         """Try ``first``; if it has not answered after ``after_s``, try ``second`` too. The first answer
         wins; the other attempt is cancelled (its prompt counted in the cost, as an estimate) or, if it
-        also finished, discarded (its usage counted). When both fail, the first one's error is raised (its
-        retries follow as usual). However this ends, cancellation included, no attempt is left running."""
-        from ..errors import BudgetExceeded
+        also finished, discarded (its usage, or an estimate, counted). When both fail, the first one's
+        error is raised (its retries follow as usual). However this ends, cancellation included, no
+        attempt is left running and no route slot is left taken."""
+        from ..errors import BudgetExceeded, StateUnavailable
 
         primary = asyncio.ensure_future(self._try(call, first, commit=False))
         tasks = {primary: first}
         winner: asyncio.Future[Any] | None = None
         try:
             done, _ = await asyncio.wait({primary}, timeout=after_s)
-            if not done and call.extend_budget is not None:
+            if not done and call.extend_budget is not None and call.paid_attempts + 1 >= call.reserved_attempts:
                 try:
-                    await call.extend_budget()  # a second attempt may cost as much as the first
-                except BudgetExceeded:
-                    call.event("hedge_skipped", reason="budget")
+                    await call.extend_budget()  # a second attempt in flight may cost as much as the first
+                except (BudgetExceeded, StateUnavailable) as exc:
+                    call.event("hedge_skipped", reason=exc.code)
                     done, _ = await asyncio.wait({primary})
+                if primary.done():
+                    done = {primary}  # it answered while the budget was asked: no hedge needed
             if not done:
                 call.event("hedge", after_ms=round(after_s * 1000, 1), route=call.feature.spec.route[second].label)
                 tasks[asyncio.ensure_future(self._try(call, second, commit=False))] = second
@@ -220,30 +228,46 @@ class Route:
                         return task.result()
             return primary.result()  # both failed: the first route's error
         finally:
-            await self._settle_losers(call, tasks, winner)
+            try:
+                await self._settle_losers(call, tasks, winner)
+            except BaseException:
+                # Cancelled while settling: nobody will read the winner either.
+                for task in tasks:
+                    self._discard_when_done(task)
+                raise
 
-    @staticmethod
-    async def _settle_losers(call: Call, tasks: dict[asyncio.Future[Any], int], winner: Any) -> None:
-        """Cancel what still runs, discard what finished but lost, retrieve every failure."""
+    @classmethod
+    async def _settle_losers(cls, call: Call, tasks: dict[asyncio.Future[Any], int], winner: Any) -> None:
+        """Cancel what still runs, discard what finished but lost, retrieve every failure. Waiting for a
+        cancelled loser never swallows the caller's own cancellation (asyncio.wait does not raise)."""
         for task, index in tasks.items():
             if task is winner:
                 continue
+            label = call.feature.spec.route[index].label
             if not task.done():
                 task.cancel()
-                try:
-                    await task
-                except BaseException:  # noqa: BLE001, S110 - the loser's fate is recorded in its attempt
-                    pass
-                else:
-                    if isinstance(task.result(), ChunkStream):
-                        await task.result().discard()
-                    continue
+                await asyncio.wait({task})
+            if task.cancelled():
                 call.add_prompt_estimate(call.feature.prices[index])
-                call.event("hedge_cancelled", route=call.feature.spec.route[index].label)
-            elif not task.cancelled() and task.exception() is None and isinstance(task.result(), ChunkStream):
-                await task.result().discard()
-            elif not task.cancelled():
-                task.exception()  # retrieved: a lost hedge's failure is in the attempts, not the log
+                call.event("hedge_cancelled", route=label)
+            elif task.exception() is None:
+                result = task.result()
+                if isinstance(result, ChunkStream):  # a stream that lost a tie: its start was billed
+                    call.add_prompt_estimate(call.feature.prices[index], result.chars)
+                    await result.discard()
+                call.event("hedge_discarded", route=label)
+
+    @staticmethod
+    def _discard_when_done(task: asyncio.Future[Any]) -> None:
+        def discard(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None and isinstance(done.result(), ChunkStream):
+                closing = asyncio.ensure_future(done.result().discard())
+                _closing.add(closing)
+                closing.add_done_callback(_closing.discard)
+
+        if not task.done():
+            task.cancel()
+        task.add_done_callback(discard)
 
     async def _once(self, call: Call, provider: Any, model: str, body: dict[str, Any], idle_s: float) -> Any:
         if call.op == "embed":

@@ -14,6 +14,7 @@ import orjson
 
 from ..errors import (
     AllRoutesFailed,
+    BudgetExceeded,
     DeadlineExceeded,
     InputValidationError,
     OutputContractError,
@@ -202,7 +203,14 @@ class OutputContract:
                     + describe(problems),
                     details=problems,
                 )
-            result = await next(call)
+            try:
+                result = await next(call)
+            except BudgetExceeded as exc:  # the answers so far were paid for; the fallback may answer
+                raise OutputContractError(
+                    f"the answer of {call.route} did not match the output_schema of {feature.name} "
+                    f"({describe(problems)}) and the budget does not cover another route: {exc.message}",
+                    details=problems,
+                ) from exc
 
     async def _repair(
         self, call: Call, next: Next, original: list[Any], text: str, problems: list[dict[str, str]], route: int
@@ -213,9 +221,11 @@ class OutputContract:
         call.event("repair", route=call.route)
         try:
             return await next(call)
-        except (AllRoutesFailed, DeadlineExceeded, ProviderRejected):
+        except (AllRoutesFailed, DeadlineExceeded, ProviderRejected, BudgetExceeded) as exc:
             # ProviderRejected too: the longer repair conversation may overflow the context, which
-            # is no fault of the caller's accepted request.
+            # is no fault of the caller's accepted request. BudgetExceeded: no budget for the re-ask.
+            if isinstance(exc, BudgetExceeded):
+                call.event("repair_skipped", reason=exc.code)
             return None
         finally:
             call.route_only = None

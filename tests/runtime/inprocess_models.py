@@ -34,3 +34,18 @@ def sleepy(request):
 
     time.sleep(1.5)
     return "too late"
+
+
+async def slow_to_cancel(request):
+    """Answers after 1 s; when cancelled, takes 0.3 s to clean up (as an upstream slow to close)."""
+    try:
+        await asyncio.sleep(1.0)
+    except asyncio.CancelledError:
+        await asyncio.shield(asyncio.sleep(0.3))
+        raise
+    return "slow"
+
+
+async def quick(request):
+    await asyncio.sleep(0.05)
+    return "quick"

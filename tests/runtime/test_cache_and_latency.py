@@ -240,3 +240,48 @@ async def test_a_hedged_stream_gives_the_losers_slot_back(primary, backup, write
         text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in stream if c["choices"]])
         assert text == "fast" and stream.route == "backup/small-model"
         assert [g.in_flight for g in gw.feature("triage").gates] == [0, 0]
+
+
+def inprocess_hedge(write_config, first: str, second: str) -> object:
+    return write_config(f"""
+    providers:
+      local: {{kind: python, target: "tests.runtime.inprocess_models:{first}"}}
+      other: {{kind: python, target: "tests.runtime.inprocess_models:{second}"}}
+    features:
+      triage:
+        owners: {OWNERS}
+        route:
+          - {{provider: local, model: a, timeout_s: 3, retries: 0}}
+          - {{provider: other, model: b, timeout_s: 3, retries: 0}}
+        hedge: {{after_ms: 20}}
+        concurrency: {{max_in_flight: 1}}
+    """)
+
+
+async def test_the_callers_cancellation_is_never_swallowed_while_a_loser_cleans_up(write_config):
+    # The backup wins at ~70 ms; the primary, cancelled, takes 0.3 s to clean up; the caller gives up at
+    # 0.15 s, in the middle of that clean-up: it must get its TimeoutError, and every slot comes back.
+    async with Gateway.from_config(inprocess_hedge(write_config, "slow_to_cancel", "quick")) as gw:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(gw.chat("triage", MSG), 0.15)
+        assert time.monotonic() - t0 < 0.3
+        await asyncio.sleep(0.4)
+        assert [g.in_flight for g in gw.feature("triage").gates] == [0, 0]
+        reply = await gw.chat("triage", MSG)
+        assert reply.content == "quick" and reply.route == "other/b"
+
+
+async def test_a_hedged_stream_without_usage_is_charged_for_its_winner(primary, backup, write_config):
+    primary.default = Stream(["slow"], first_delay_s=0.5, include_usage=False)
+    backup.default = Stream(["x" * 400], include_usage=False)
+    path = write_config(two_route_config(
+        primary, backup, extra='pricing: {"gpt-4o-mini": {input: 1000, output: 1000}, "small-model": {input: 1000, output: 1000}}',
+        feature_extra="hedge: {after_ms: 50}"))
+    async with Gateway.from_config(path) as gw:
+        stream = gw.stream("triage", MSG)
+        async for _ in stream:
+            pass
+        trace = await gw.get_trace(stream.trace_id)
+    assert trace["completion_tokens"] >= 100  # the winner's 400 characters, estimated
+    assert trace["cost_estimated"] is True

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from shipyard import Gateway
-from shipyard.errors import BudgetExceeded, PayloadTooLarge, RateLimited
+from shipyard.errors import BudgetExceeded, OutputContractError, PayloadTooLarge, RateLimited
 from tests.conftest import two_route_config
 from tests.fakes import Reply
 
@@ -156,15 +156,17 @@ output_schema: {type: object, required: [category], properties: {category: {type
 
 async def test_a_repair_re_ask_must_fit_the_budget_too(primary, backup, write_config):
     # One attempt reserves ~(prompt + 1024) tokens at $1000/M: about $1.04. A budget of $1.5 covers
-    # one attempt, not the repair's second one: the call is refused rather than overspending.
+    # one attempt, not the repair's second one nor a failover: no second paid attempt is made, and the
+    # bad answer ends as an output-contract failure (which a fallback_response would answer).
     path = config(primary, backup, write_config, "budget: {usd_per_day: 1.5}" + INVOKE)
     primary.script(Reply("not json"), Reply('{"category": "billing"}'))
     async with Gateway.from_config(path) as gw:
-        with pytest.raises(BudgetExceeded):
+        with pytest.raises(OutputContractError, match="the budget does not cover another route") as info:
             await gw.invoke("triage", {"text": "charged twice"})
         await gw.services.background.drain()
         (spent, reserved), = await gw.state.spent([_feature_budget_for(1.5)])
     assert reserved == 0 and spent == 8_000_000 and len(primary.requests) == 1  # the first answer only
+    assert not backup.requests and isinstance(info.value.__cause__, BudgetExceeded)
 
 
 async def test_a_repair_within_the_budget_is_served_and_both_answers_counted(primary, backup, write_config):
