@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import Forbidden, Unauthenticated
+from .store.audit import digest as audit_digest
 
 ROLES = ("app", "owner", "admin")
 PREFIX = "shp_"
@@ -70,6 +71,11 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A key's row without what could help guess its secret: what the audit log digests."""
+    return {k: v for k, v in row.items() if k not in ("salt", "secret_hash")}
+
+
 def principal_from_row(row: dict[str, Any]) -> Principal:
     features = row.get("features")
     return Principal(
@@ -106,8 +112,11 @@ class KeyRing:
         tpm: int | None = None,
         usd_per_day: float | None = None,
         usd_per_month: float | None = None,
+        actor: str = "local",
     ) -> tuple[str, dict[str, Any]]:
-        """A new key (the only time its secret exists in clear) and the row stored for it."""
+        """A new key (the only time its secret exists in clear) and the row stored for it.
+
+        ``actor`` (who asked: ``cli:<user>``, an admin key id) goes to the audit log with the key's id."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
         for field, usd in (("usd_per_day", usd_per_day), ("usd_per_month", usd_per_month)):
@@ -140,11 +149,22 @@ class KeyRing:
             "usd_per_month": usd_per_month,
         }
         self.store.insert_key(row)
+        public = _public(row)
+        self.store.audit.append(
+            actor, "key.created", key_id, {"tenant": tenant, "role": role}, after=audit_digest(public)
+        )
         return f"{PREFIX}{key_id}_{secret}", row
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, *, actor: str = "local") -> bool:
+        before = self.store.get_key(key_id)
         found = bool(self.store.revoke_key(key_id, self.clock()))
         self._seen.clear()
+        if found and before is not None:
+            after = self.store.get_key(key_id) or before
+            self.store.audit.append(
+                actor, "key.revoked", key_id, {"tenant": before["tenant"], "role": before["role"]},
+                before=audit_digest(_public(before)), after=audit_digest(_public(after)),
+            )
         return found
 
     async def verify(self, token: str | None) -> Principal:

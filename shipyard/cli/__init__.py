@@ -147,6 +147,16 @@ def _duration(option: str, text: str) -> float:
         fail(f"{option}: {exc}")
 
 
+def _actor() -> str:
+    """Who the audit log names for a command: the user running it."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return f"cli:uid-{os.getuid()}"
+
+
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -184,7 +194,7 @@ def keys_create(
     try:
         key, row = KeyRing(store).create(
             tenant, role=role, features=wanted, expires_in_s=lifetime, name=name,
-            rpm=rpm, tpm=tpm, usd_per_day=usd_per_day, usd_per_month=usd_per_month,
+            rpm=rpm, tpm=tpm, usd_per_day=usd_per_day, usd_per_month=usd_per_month, actor=_actor(),
         )
     except ValueError as exc:
         fail(str(exc))
@@ -258,9 +268,37 @@ def keys_revoke(
 
     if key_id.startswith(PREFIX):
         key_id = key_id.split("_", 2)[1] if key_id.count("_") >= 2 else key_id
-    if not KeyRing(_store(config)).revoke(key_id):
+    if not KeyRing(_store(config)).revoke(key_id, actor=_actor()):
         fail(f"no key {key_id!r}; `shipyard keys list` shows the key ids", code=1)
     out.print(f"revoked key {key_id}", highlight=False)
+
+
+audit_app = typer.Typer(help="The tamper-evident audit log: verify, export.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Walk the hash chain; exit 1 naming the first entry that was edited, removed or reordered."""
+    log = _store(config).audit
+    broken = log.verify()
+    if broken is not None:
+        err.print(f"[bold red]{escape(str(broken))}[/]", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"ok: {log.count()} entries, chain intact", highlight=False)
+
+
+@audit_app.command("export")
+def audit_export(
+    config: ConfigOption = None,
+    since: Annotated[str | None, typer.Option("--since", help="How far back, e.g. 24h, 7d [default: all]")] = None,
+) -> None:
+    """Write the audit log as JSON Lines, oldest first, each entry with its hashes."""
+    import time
+
+    start = time.time() - _duration("--since", since) if since is not None else None
+    for entry in _store(config).audit.export(since=start):
+        sys.stdout.write(orjson.dumps(entry).decode() + "\n")
 
 
 @app.command()

@@ -7,6 +7,7 @@ import atexit
 import hashlib
 import os
 import random
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -228,6 +229,7 @@ class Gateway:
             if self.ready:
                 return
             await asyncio.to_thread(self.store.migrate)
+            await asyncio.to_thread(self._audit_config)
             await self.state.start()
             for provider in self.providers.values():
                 await provider.start()
@@ -236,6 +238,21 @@ class Gateway:
             await self.writer.start()
             atexit.register(self.writer.flush_sync)
             self.ready = True
+
+    def _audit_config(self) -> None:
+        """``config.loaded`` in the audit log with the config file's sha256, or ``config.changed`` with
+        before/after digests when it differs from the config the last start recorded."""
+        path = self.config.file
+        try:
+            with open(path, "rb") as handle:
+                content = handle.read()
+        except OSError:  # a config parsed from text (tests, the Python API): digest what it says
+            content = self.config.model.model_dump_json().encode()
+        self.store.audit.record_config(
+            f"gateway:{socket.gethostname()}:{os.getpid()}",
+            hashlib.sha256(content).hexdigest(),
+            {"file": path, "features": sorted(self.features)},
+        )
 
     async def check_providers(self) -> None:
         """Start and close every provider once, so that what only shows when it starts (an in-process

@@ -46,6 +46,13 @@ class Admin:
     async def _admin(self, request: Request) -> None:
         who = await self.api.principal(request)
         who.require("admin")
+        request.state.principal = who
+
+    @staticmethod
+    def _actor(request: Request) -> str:
+        """Who the audit log names: the admin key's id (``open`` while ``auth: none``)."""
+        who = request.state.principal
+        return f"key:{who.key_id}" if who.key_id else "open"
 
     async def _guard(self, request: Request, handler: Any) -> Response:
         try:
@@ -80,7 +87,7 @@ class Admin:
                 key, row = await asyncio.to_thread(
                     self.gateway.keys.create, spec.tenant, role=spec.role, features=features,
                     expires_in_s=lifetime, name=spec.name, rpm=spec.rpm, tpm=spec.tpm,
-                    usd_per_day=spec.usd_per_day, usd_per_month=spec.usd_per_month,
+                    usd_per_day=spec.usd_per_day, usd_per_month=spec.usd_per_month, actor=self._actor(request),
                 )
             except ValueError as exc:
                 raise RequestError(str(exc)) from None
@@ -92,7 +99,7 @@ class Admin:
     async def revoke_key(self, request: Request) -> Response:
         async def run(request: Request) -> Response:
             key_id = request.path_params["key_id"]
-            if not await asyncio.to_thread(self.gateway.keys.revoke, key_id):
+            if not await asyncio.to_thread(self.gateway.keys.revoke, key_id, actor=self._actor(request)):
                 raise NotFound(f"no key {key_id!r}; GET /v1/admin/keys lists them")
             return json_response({"revoked": key_id})
 

@@ -23,9 +23,10 @@ from sqlalchemy.engine import Engine, make_url
 
 from ..errors import ConfigError
 from ._schema import api_keys, attempts, metadata, traces
+from .audit import AuditLog
 from .writer import TraceWriter
 
-__all__ = ["Store", "TraceWriter", "metadata"]
+__all__ = ["AuditLog", "Store", "TraceWriter", "metadata"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATE_LOCK = threading.Lock()
@@ -96,6 +97,11 @@ class Store:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @functools.cached_property
+    def audit(self) -> AuditLog:
+        """The hash-chained audit log in this storage."""
+        return AuditLog(self.engine)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

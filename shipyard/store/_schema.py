@@ -72,3 +72,21 @@ api_keys = sa.Table(
     sa.Column("usd_per_month", sa.Float),
     sa.Index("ix_api_keys_tenant", "tenant"),
 )
+
+# 0003: the hash-chained audit log (shipyard/store/audit.py). seq is given under the append lock, not by
+# the database: it is part of what each entry's hash covers.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("details", sa.JSON),
+    sa.Column("before_digest", sa.Text),
+    sa.Column("after_digest", sa.Text),
+    sa.Column("prev_hash", sa.CHAR(64), nullable=False),
+    sa.Column("hash", sa.CHAR(64), nullable=False),
+    sa.Index("ix_audit_log_at", "at"),
+)
