@@ -1,0 +1,1 @@
+"""Guards: detectors and policies over plain text; they never import shipyard.runtime."""
