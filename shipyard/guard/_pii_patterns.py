@@ -17,15 +17,11 @@ from dataclasses import dataclass
 Candidate = tuple[str, int, int, float]  # entity, start, end, score (offsets in the normalized text)
 
 
+_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
+
+
 def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    total = sum(map(int, digits[-1::-2])) + sum(_DOUBLED[c] for c in digits[-2::-2])
     return total % 10 == 0
 
 
@@ -90,7 +86,7 @@ def _card_check(m: re.Match[str]) -> tuple[int, int] | None:
 
 
 # --- IBAN: country, check digits, BBAN in groups of four (or compact), mod-97 -------------------
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9].)[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 
 
 def _iban_check(m: re.Match[str]) -> tuple[int, int] | None:
@@ -325,26 +321,74 @@ def _scan(pattern: re.Pattern[str]) -> Finder:
 
 
 def _anchored(pattern: re.Pattern[str], anchor: re.Pattern[str], before: int, after: int, *, lower: bool = False) -> Finder:
-    """Matches of ``pattern`` that contain a match of ``anchor``, searched only in a window around it."""
+    """Matches of ``pattern`` that contain a match of ``anchor``, searched only in a window around it.
+
+    ``after`` must be at least the longest match, so that a window sees whole every match starting in
+    it: then a start position tried for one anchor never needs trying again for the next one.
+    """
     def find(text: str, low: str | None) -> Iterator[re.Match[str]]:
         if lower and low is None:
             yield from pattern.finditer(text)
             return
         src = low if lower and low is not None else text
-        last = 0
+        tried = 0  # start positions below this were tried already
         n = len(text)
         for a in anchor.finditer(src):
             g = a.start()
-            if g < last:
+            if g < tried:
                 continue
-            for m in pattern.finditer(text, max(last, g - before), min(n, a.end() + after)):
+            for m in pattern.finditer(text, max(tried, g - before), min(n, g + after)):
                 if m.start() > g:
                     break
                 if m.end() > g:
-                    last = m.end()
+                    tried = m.end()
                     yield m
                     break
+            else:
+                tried = max(tried, g + 1)
+                continue
+            tried = max(tried, g + 1)
     return find
+
+
+def _at_anchor(pattern: re.Pattern[str], anchor: re.Pattern[str]) -> Finder:
+    """Matches of ``pattern`` that start where ``anchor`` matches: one ``match`` call per anchor."""
+    def find(text: str, low: str | None) -> Iterator[re.Match[str]]:
+        end = 0
+        for a in anchor.finditer(text):
+            if a.start() < end:
+                continue
+            m = pattern.match(text, a.start())
+            if m:
+                end = m.end()
+                yield m
+    return find
+
+
+_EMAIL_LOCAL_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,65}")
+
+
+def _email_finder(text: str, low: str | None) -> Iterator[re.Match[str]]:
+    """Each '@' once: the local part is found by one match on the reversed text, then one forward match."""
+    rev: str | None = None
+    n = len(text)
+    end = 0
+    for a in _AT.finditer(text):
+        g = a.start()
+        if g < end or g == 0:
+            continue
+        if rev is None:
+            rev = text[::-1]
+        local = _EMAIL_LOCAL_REVERSED.match(rev, n - g)
+        if local is None or local.end() - local.start() > 64:
+            continue
+        start = g - (local.end() - local.start())
+        while start < g and not text[start].isalnum():
+            start += 1
+        m = _EMAIL.match(text, start, min(n, g + 600))
+        if m:
+            end = m.end()
+            yield m
 
 
 @dataclass(frozen=True)
@@ -384,27 +428,23 @@ def _ssn_ok(raw: str) -> bool:
 
 
 def _digits_candidates(text: str, wanted: frozenset[str]) -> Iterator[Candidate]:
+    # Hot path: one call per digit-led match of the whole text, so it stays lean.
+    want_card, want_ssn, want_ip, want_phone = ("card" in wanted, "ssn" in wanted, "ip" in wanted,
+                                                "phone" in wanted)
     for m in _DIGITS.finditer(text):
-        kind = m.lastgroup if m.lastgroup in ("card", "ssn", "ip", "phone") else None
-        if kind is None:
-            # the card group holds a backreference group, so lastgroup can name "s1"/"s2"
-            kind = "card"
-        if kind not in wanted:
-            continue
-        if kind == "card":
-            span = _card_check(m)
-            if span:
-                yield "card", span[0], span[1], 0.98
-        elif kind == "ssn":
-            if _ssn_ok(m.group()):
+        raw = m.group()
+        if m.group("card") is not None:
+            # the backreferences keep one separator kind, so stripping both is enough
+            if want_card and luhn_ok(raw.replace(" ", "").replace("-", "")):
+                yield "card", m.start(), m.end(), 0.98
+        elif m.group("ssn") is not None:
+            if want_ssn and _ssn_ok(raw):
                 yield "ssn", m.start(), m.end(), 0.9
-        elif kind == "ip":
-            span = _ipv4_check(m)
-            if span:
-                yield "ip", span[0], span[1], 0.9
-        else:
-            raw = m.group()
-            n = sum(c.isdigit() for c in raw)
+        elif m.group("ip") is not None:
+            if want_ip and _ipv4_check(m):
+                yield "ip", m.start(), m.end(), 0.9
+        elif want_phone:
+            n = sum(map(str.isdigit, raw))
             national = raw[0] == "0" and raw[1] != "0"
             if (10 <= n <= 11) if national else (8 <= n <= 15):
                 yield "phone", m.start(), m.end(), 0.6 if national else 0.8
@@ -435,21 +475,21 @@ _PERSON_ANCHOR = re.compile(
 )
 
 RULES: tuple[Rule, ...] = (
-    Rule("email", _anchored(_EMAIL, _AT, 70, 600), 0.99),
+    Rule("email", _email_finder, 0.99),
     Rule("iban", _scan(_IBAN), 0.99, _iban_check),
-    Rule("ssn", _anchored(_SSN_CONTEXT, _SSN_ANCHOR, 4, 48), 0.95, _ssn_context_check),
+    Rule("ssn", _at_anchor(_SSN_CONTEXT, _SSN_ANCHOR), 0.95, _ssn_context_check),
     Rule("phone", _scan(_PHONE_PLUS), 0.85, _phone_check),
     Rule("phone", _scan(_PHONE_PAREN), 0.8, _phone_check),
-    Rule("ip", _anchored(_IPV6, _COLON, 45, 45), 0.9, _ipv6_check),
-    Rule("dob", _anchored(_DOB, _DOB_ANCHOR, 20, 60, lower=True), 0.9, _group("v")),
+    Rule("ip", _anchored(_IPV6, _COLON, 45, 65), 0.9, _ipv6_check),
+    Rule("dob", _anchored(_DOB, _DOB_ANCHOR, 20, 110, lower=True), 0.9, _group("v")),
     Rule("address", _scan(_ADDRESS_US_UK), 0.75, _address_us_check),
-    Rule("address", _anchored(_ADDRESS_EU_SUFFIX, _EU_SUFFIX_ANCHOR, 110, 80), 0.7),
-    Rule("address", _anchored(_ADDRESS_EU_PREFIX, _EU_PREFIX_ANCHOR, 12, 200, lower=True), 0.7,
+    Rule("address", _anchored(_ADDRESS_EU_SUFFIX, _EU_SUFFIX_ANCHOR, 110, 200), 0.7),
+    Rule("address", _anchored(_ADDRESS_EU_PREFIX, _EU_PREFIX_ANCHOR, 12, 260, lower=True), 0.7,
          _address_eu_prefix_check),
-    Rule("secret", _anchored(_SECRET_PREFIXED, _PREFIX_ANCHOR, 0, 1100), 0.97),
-    Rule("secret", _anchored(_SECRET_ASSIGNED, _SECRET_ANCHOR, 20, 260, lower=True), 0.85, _assigned_check),
+    Rule("secret", _at_anchor(_SECRET_PREFIXED, _PREFIX_ANCHOR), 0.97),
+    Rule("secret", _anchored(_SECRET_ASSIGNED, _SECRET_ANCHOR, 20, 290, lower=True), 0.85, _assigned_check),
     Rule("secret", _scan(_TOKEN), 0.6, _token_check),
-    Rule("person", _anchored(_PERSON_INTRO, _PERSON_ANCHOR, 8, 90, lower=True), 0.7, _person_check),
+    Rule("person", _anchored(_PERSON_INTRO, _PERSON_ANCHOR, 8, 140, lower=True), 0.7, _person_check),
 )
 
 STRUCTURED = frozenset({"email", "phone", "card", "iban", "ssn", "ip"})

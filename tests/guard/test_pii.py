@@ -282,6 +282,10 @@ def test_adversarial_runs_complete():
     # linearity is measured by bench/pii.py; here each run must simply complete and find nothing
     for unit in ("1", "1 ", "@", ".", "a@", "a.", "a:", "1.", "1-", "Abc "):
         assert detect(unit * 20_000, pii.STRUCTURED_ENTITIES) == []
+    for unit in ("sk", "Dear ", "born ", "SSN ", "a\u200b", "\u0430@", "a:"):
+        assert detect(unit * 5_000) == []
+    text = "password=" * 5_000  # each value after "password=" is itself taken as a secret: fine
+    assert all(f.entity == "secret" and text[f.start:f.end] == f.text for f in detect(text))
 
 
 # --- the shipped set ----------------------------------------------------------------------------
