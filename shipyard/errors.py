@@ -11,6 +11,7 @@
     │   ├── UnsupportedOperation        400 unsupported_operation
     │   ├── Unauthenticated             401 invalid_api_key             no key, unknown, expired or revoked
     │   ├── Forbidden                   403 forbidden                   a valid key, not for this
+    │   ├── PolicyViolation             400 policy_violation            a guard blocked it; names the rule
     │   └── TooManyRequests             429 (with retry_after)
     │       ├── RateLimited             429 rate_limited
     │       └── BudgetExceeded          429 budget_exceeded
@@ -121,6 +122,12 @@ class Forbidden(RequestError):
     status = 403
     type = "permission_error"
     code = "forbidden"
+
+
+class PolicyViolation(RequestError):
+    """A guard blocked the call. The message names the rule that caught it, never what it caught."""
+
+    code = "policy_violation"
 
 
 class TooManyRequests(RequestError):

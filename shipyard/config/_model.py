@@ -125,6 +125,22 @@ class HedgeSpec(Strict):
         return self
 
 
+class InjectionSpec(Strict):
+    """Screen for prompt injection and jailbreaks (shipyard/guard/injection.py)."""
+
+    action: Literal["flag", "block"] = "block"
+    threshold: float | None = Field(None, gt=0, le=1)
+    """Score at which a text is flagged or blocked; default: the screen's measured one (0.5)."""
+    roles: list[Literal["user", "tool", "system", "assistant", "developer"]] = Field(
+        default_factory=lambda: ["user", "tool"], min_length=1
+    )
+    """Messages whose text is screened: the user's and retrieved or tool content (untrusted by default)."""
+
+
+class GuardSpec(Strict):
+    injection: InjectionSpec | None = None
+
+
 class PriceSpec(Strict):
     input: float = Field(ge=0, le=1e6, allow_inf_nan=False)
     output: float = Field(ge=0, le=1e6, allow_inf_nan=False)
@@ -174,6 +190,7 @@ class FeatureSpec(Strict):
     hedge: HedgeSpec | None = None
     max_input_tokens: int | None = Field(None, ge=1)
     """Refuse (413) a request whose estimated prompt is longer than this."""
+    guard: GuardSpec | None = None
     max_output_tokens: int = Field(1024, ge=1)
     """Used to reserve budget for a request that does not set max_tokens itself."""
 

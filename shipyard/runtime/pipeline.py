@@ -12,6 +12,7 @@ from ..state import State
 from .caching import Cache
 from .call import Background, Call
 from .feature import Feature
+from .guards import InjectionScreen
 from .limits import Admit, Limit
 from .route import Route
 from .stages import Fallback, InputContract, Next, OutputContract, Record, Stage
@@ -50,7 +51,8 @@ class Services:
 def build_stages(feature: Feature, services: Services) -> list[Stage]:
     """The stages a feature runs, outermost first. This is the one place the order is decided:
 
-        admit -> record -> inspect input -> limit -> fallback -> cache -> inspect output -> route
+        admit -> record -> inspect input (contract, injection screen) -> limit -> fallback -> cache
+              -> inspect output -> route
 
     Admission comes first, outside the trace: a request without a valid key must not be able to fill
     the trace store (refusals are for metrics, not records). Limits come after the input contract (not before, as a first sketch had it): a typed call's prompt
@@ -60,6 +62,8 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
     """
     spec = feature.spec
     stages: list[Stage] = [Admit(services.auth, services.keys), Record(services.submit), InputContract()]
+    if spec.guard is not None and spec.guard.injection is not None:
+        stages.append(InjectionScreen(spec.guard.injection))  # before limits: a blocked call costs nothing
     may_limit = spec.limits or spec.budget or spec.max_input_tokens or services.tenants or services.auth == "keys"
     if may_limit:
         stages.append(
