@@ -137,8 +137,27 @@ class InjectionSpec(Strict):
     """Messages whose text is screened: the user's and retrieved or tool content (untrusted by default)."""
 
 
+PiiEntity = Literal["email", "phone", "card", "iban", "ssn", "ip", "dob", "address", "secret", "person"]
+PiiAction = Literal["redact", "mask", "hash", "pseudonymize", "block"]
+
+
+class PiiSpec(Strict):
+    """PII detection (shipyard/guard/pii.py): ``input`` before any provider sees the request, ``output``
+    on the answer before the client sees it (non-streamed answers; streams are not scanned yet)."""
+
+    input: PiiAction | None = "redact"
+    output: PiiAction | None = None
+    entities: list[PiiEntity] = Field(
+        default_factory=lambda: ["email", "phone", "card", "iban", "ssn", "ip", "dob", "address", "secret", "person"],
+        min_length=1,
+    )
+    hash_key_env: str = "SHIPYARD_PII_HASH_KEY"
+    """The environment variable holding the key of the ``hash`` action (never in the config file)."""
+
+
 class GuardSpec(Strict):
     injection: InjectionSpec | None = None
+    pii: PiiSpec | None = None
 
 
 class PriceSpec(Strict):

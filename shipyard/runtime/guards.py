@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from typing import Any
 
-from ..config import InjectionSpec
-from ..errors import PolicyViolation
+from ..config import InjectionSpec, PiiSpec
+from ..errors import ConfigError, PolicyViolation
 from ..guard.injection import DEFAULT_THRESHOLD, screen
+from ..guard.pii import Redactor, restore
 from .call import Call
 from .stages import Next
 
@@ -51,3 +54,67 @@ class InjectionScreen:
                         )
                     break
         return await next(call)
+
+
+def _restore_json(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return restore(value, mapping)
+    if isinstance(value, list):
+        return [_restore_json(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _restore_json(v, mapping) for k, v in value.items()}
+    return value
+
+
+class PiiGuard:
+    """PII on the way in and out. Input: every message's text is redacted (or masked, hashed,
+    pseudonymized, or the call blocked with 400 ``pii_blocked``) before any provider or cache sees it.
+    Output (non-streamed answers): placeholders of ``pseudonymize`` are restored, so the user sees their
+    own data and the provider never did; then the answer's own PII gets the ``output`` action. Traces get
+    the counts per entity, never the values."""
+
+    def __init__(self, spec: PiiSpec, feature: str) -> None:
+        key = os.environ.get(spec.hash_key_env, "").encode()
+        if "hash" in (spec.input, spec.output) and not key:
+            raise ConfigError([("<config>", None, f"features.{feature}.guard.pii",
+                                f"the hash action needs a key: set the environment variable {spec.hash_key_env}")])
+        self.input = Redactor(dict.fromkeys(spec.entities, spec.input), hash_key=key) if spec.input else None
+        self.output = Redactor(dict.fromkeys(spec.entities, spec.output), hash_key=key) if spec.output else None
+
+    async def handle(self, call: Call, next: Next) -> Any:
+        mapping: dict[str, str] = {}
+        if self.input is not None:
+            found: Counter[str] = Counter()
+            for message in call.body.get("messages") or ():
+                if not isinstance(message, dict):
+                    continue
+                content = message.get("content")
+                if isinstance(content, str):
+                    message["content"], findings, _ = self.input.redact(content, mapping)
+                    found.update(f.entity for f in findings)
+                elif isinstance(content, list):
+                    for part in content:
+                        if isinstance(part, dict) and isinstance(part.get("text"), str):
+                            part["text"], findings, _ = self.input.redact(part["text"], mapping)
+                            found.update(f.entity for f in findings)
+            if found:
+                call.event("pii", where="input", entities=dict(found))
+        result = await next(call)
+        if not isinstance(result, dict) or not (mapping or self.output is not None):
+            return result  # a stream passes as it is (not scanned yet), as does an embedding
+        try:
+            message = result["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError):
+            return result
+        text = message.get("content")
+        if isinstance(text, str):
+            text = restore(text, mapping)
+            if self.output is not None:
+                text, findings, _ = self.output.redact(text)
+                if findings:
+                    call.event("pii", where="output", entities=dict(Counter(f.entity for f in findings)))
+            result = {**result, "choices": [{**result["choices"][0], "message": {**message, "content": text}},
+                                            *result["choices"][1:]]}
+        if mapping and call.output is not None:
+            call.output = _restore_json(call.output, mapping)
+        return result

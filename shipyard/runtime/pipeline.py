@@ -12,7 +12,7 @@ from ..state import State
 from .caching import Cache
 from .call import Background, Call
 from .feature import Feature
-from .guards import InjectionScreen
+from .guards import InjectionScreen, PiiGuard
 from .limits import Admit, Limit
 from .route import Route
 from .stages import Fallback, InputContract, Next, OutputContract, Record, Stage
@@ -51,8 +51,8 @@ class Services:
 def build_stages(feature: Feature, services: Services) -> list[Stage]:
     """The stages a feature runs, outermost first. This is the one place the order is decided:
 
-        admit -> record -> inspect input (contract, injection screen) -> limit -> fallback -> cache
-              -> inspect output -> route
+        admit -> record -> inspect input (contract, injection screen) -> limit -> fallback -> PII
+              -> cache -> inspect output -> route
 
     Admission comes first, outside the trace: a request without a valid key must not be able to fill
     the trace store (refusals are for metrics, not records). Limits come after the input contract (not before, as a first sketch had it): a typed call's prompt
@@ -77,6 +77,10 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
             )
         )
     stages.append(Fallback())
+    if spec.guard is not None and spec.guard.pii is not None:
+        # Outside the cache: what is cached (and keyed) is the redacted request and the provider's
+        # answer with its placeholders, restored per call with that call's own mapping.
+        stages.append(PiiGuard(spec.guard.pii, feature.name))
     if spec.cache is not None and (spec.cache.exact or spec.cache.semantic):
         stages.append(Cache(services.state, spec.cache, services.background, services.embedder))
     stages.append(OutputContract())

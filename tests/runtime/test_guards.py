@@ -58,3 +58,63 @@ def test_a_blocked_call_over_http_is_an_openai_style_400(primary, backup, write_
         served.client().chat.completions.create(model="triage", messages=[{"role": "user", "content": ATTACK}])
     error = info.value.response.json()["error"]
     assert error["code"] == "policy_violation" and error["details"]["rule"] == "injection"
+
+
+PII_MSG = "Hi, my name is Dana Whitfield and my email is dana.whitfield@example.com. Card 4111 1111 1111 1111."
+
+
+def pii_config(primary, backup, write_config, pii: str, extra: str = ""):
+    return write_config(two_route_config(primary, backup, feature_extra=f"guard: {{pii: {pii}}}{extra}"))
+
+
+async def test_the_provider_never_sees_the_pii_and_the_trace_counts_it(primary, backup, write_config):
+    path = pii_config(primary, backup, write_config, "{input: redact}")
+    async with Gateway.from_config(path) as gw:
+        reply = await gw.chat("triage", [{"role": "user", "content": PII_MSG}])
+        trace = await gw.get_trace(reply.trace_id)
+    sent = str(primary.requests[0].body)
+    assert "dana.whitfield@example.com" not in sent and "4111" not in sent and "Whitfield" not in sent
+    assert "[EMAIL]" in sent and "[CARD]" in sent
+    event = next(e for e in trace["events"] if e["kind"] == "pii")
+    assert event["entities"]["email"] == 1 and event["entities"]["card"] == 1
+    assert "dana" not in str(trace).lower()
+
+
+async def test_pseudonyms_are_restored_in_the_answer_the_user_sees(primary, backup, write_config):
+    path = pii_config(primary, backup, write_config, "{input: pseudonymize, entities: [email, person]}")
+    primary.script(Reply("Thanks <PERSON_1>, we will write to <EMAIL_1>."))
+    async with Gateway.from_config(path) as gw:
+        reply = await gw.chat("triage", [{"role": "user", "content": PII_MSG}])
+    sent = str(primary.requests[0].body)
+    assert "<PERSON_1>" in sent and "<EMAIL_1>" in sent and "dana.whitfield@example.com" not in sent
+    assert reply.content == "Thanks Dana Whitfield, we will write to dana.whitfield@example.com."
+
+
+async def test_output_pii_gets_its_action_and_block_refuses(primary, backup, write_config):
+    path = pii_config(primary, backup, write_config, "{input: null, output: mask, entities: [card]}")
+    primary.script(Reply("The card on file is 4111 1111 1111 1111."))
+    async with Gateway.from_config(path) as gw:
+        reply = await gw.chat("triage", [{"role": "user", "content": "Which card do you have?"}])
+    assert reply.content == "The card on file is **** **** **** 1111."
+    blocked = pii_config(primary, backup, write_config, "{input: block, entities: [ssn]}")
+    async with Gateway.from_config(blocked) as gw:
+        with pytest.raises(Exception) as info:
+            await gw.chat("triage", [{"role": "user", "content": "My SSN is 123-45-6789"}])
+    assert info.value.code == "pii_blocked" and "6789" not in info.value.message
+
+
+def test_the_hash_action_needs_a_key_from_the_environment(primary, backup, write_config, monkeypatch):
+    from shipyard.errors import ConfigError
+
+    monkeypatch.delenv("SHIPYARD_PII_HASH_KEY", raising=False)
+    with pytest.raises(ConfigError, match="SHIPYARD_PII_HASH_KEY"):
+        Gateway.from_config(pii_config(primary, backup, write_config, "{input: hash}"))
+
+
+def test_the_config_knows_the_detectors_entities():
+    from typing import get_args
+
+    from shipyard.config._model import PiiAction, PiiEntity
+    from shipyard.guard.pii import ACTIONS, ENTITIES
+
+    assert set(get_args(PiiEntity)) == set(ENTITIES) and set(get_args(PiiAction)) == set(ACTIONS)
