@@ -143,7 +143,7 @@ PiiAction = Literal["redact", "mask", "hash", "pseudonymize", "block"]
 
 class PiiSpec(Strict):
     """PII detection (shipyard/guard/pii.py): ``input`` before any provider sees the request, ``output``
-    on the answer before the client sees it (non-streamed answers; streams are not scanned yet)."""
+    on the answer before the client sees it, streamed or not."""
 
     input: PiiAction | None = "redact"
     output: PiiAction | None = None

@@ -173,7 +173,7 @@ class ChunkStream:
 
     __slots__ = (
         "_chars", "_closed", "_first", "_got_usage", "_held", "_idle_s", "_kept", "_on_close", "_rest",
-        "_usage_wanted", "call", "estimate",
+        "_transforms", "_usage_wanted", "call", "estimate",
     )
 
     def __init__(
@@ -195,10 +195,21 @@ class ChunkStream:
         self._kept: list[dict[str, Any]] | None = None
         self._held: list[Callable[[], None]] = []
         self._got_usage = False
+        self._transforms: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
         self.estimate = True  # a provider's stream: estimate the tokens if it never reports usage
 
     def on_close(self, callback: Callable[[Call], None]) -> None:
         self._on_close.append(callback)
+
+    def transform(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Rewrite each chunk on its way to the consumer (a guard); what is counted and kept for the
+        cache is the chunk as the provider sent it."""
+        self._transforms.append(fn)
+
+    def _transformed(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        for fn in self._transforms:
+            chunk = fn(chunk)
+        return chunk
 
     def hold(self, release: Callable[[], None]) -> None:
         """Something the stream holds until it ends, whether it is read or discarded (a route's slot)."""
@@ -258,7 +269,7 @@ class ChunkStream:
                 first, self._first = self._first, None
                 if self._keep(first):
                     call.streamed = True
-                    yield first
+                    yield self._transformed(first)
             while True:
                 try:
                     chunk = await self._next()
@@ -266,7 +277,7 @@ class ChunkStream:
                     break
                 if self._keep(chunk):
                     call.streamed = True
-                    yield chunk
+                    yield self._transformed(chunk)
             call.status = "ok" if call.status == "pending" else call.status
         except ShipyardError as exc:
             self._broken(exc)

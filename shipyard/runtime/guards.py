@@ -9,8 +9,8 @@ from typing import Any
 from ..config import InjectionSpec, PiiSpec
 from ..errors import ConfigError, PolicyViolation
 from ..guard.injection import DEFAULT_THRESHOLD, screen
-from ..guard.pii import Redactor, restore
-from .call import Call
+from ..guard.pii import Redactor, StreamScanner, restore
+from .call import Call, ChunkStream
 from .stages import Next
 
 
@@ -69,8 +69,8 @@ def _restore_json(value: Any, mapping: dict[str, str]) -> Any:
 class PiiGuard:
     """PII on the way in and out. Input: every message's text is redacted (or masked, hashed,
     pseudonymized, or the call blocked with 400 ``pii_blocked``) before any provider or cache sees it.
-    Output (non-streamed answers): placeholders of ``pseudonymize`` are restored, so the user sees their
-    own data and the provider never did; then the answer's own PII gets the ``output`` action. Traces get
+    Output (streamed or not): placeholders of ``pseudonymize`` are restored, so the user sees their own
+    data and the provider never did; the answer's own PII gets the ``output`` action. Traces get
     the counts per entity, never the values."""
 
     def __init__(self, spec: PiiSpec, feature: str) -> None:
@@ -100,8 +100,13 @@ class PiiGuard:
             if found:
                 call.event("pii", where="input", entities=dict(found))
         result = await next(call)
-        if not isinstance(result, dict) or not (mapping or self.output is not None):
-            return result  # a stream passes as it is (not scanned yet), as does an embedding
+        if not (mapping or self.output is not None):
+            return result
+        if isinstance(result, ChunkStream):
+            result.transform(self._stream_guard(call, mapping))
+            return result
+        if not isinstance(result, dict):
+            return result  # an embedding
         try:
             message = result["choices"][0]["message"]
         except (KeyError, IndexError, TypeError):
@@ -118,3 +123,31 @@ class PiiGuard:
         if mapping and call.output is not None:
             call.output = _restore_json(call.output, mapping)
         return result
+
+    def _stream_guard(self, call: Call, mapping: dict[str, str]) -> Any:
+        """A chunk transform: the answer's text goes through a StreamScanner (which holds back a bounded
+        tail, so an entity or a placeholder split across chunks is seen whole), then pseudonyms are
+        restored. The held-back text is released with the chunk that carries the finish reason; a stream
+        that breaks before it releases nothing more (nothing unscanned leaks)."""
+        scanner = StreamScanner(self.output or Redactor({}, hash_key=b""))
+        found: Counter[str] = Counter()
+
+        def guard(chunk: dict[str, Any]) -> dict[str, Any]:
+            choices = chunk.get("choices")
+            if not choices or not isinstance(choices[0], dict):
+                return chunk  # a usage chunk
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            out = scanner.feed(text) if isinstance(text, str) else ""
+            if choice.get("finish_reason"):
+                out += scanner.flush()
+                found.update(f.entity for f in scanner.findings)
+                if found:
+                    call.event("pii", where="output", entities=dict(found))
+            if not isinstance(text, str) and not out:
+                return chunk
+            delta = {**delta, "content": restore(out, mapping)}
+            return {**chunk, "choices": [{**choice, "delta": delta}, *choices[1:]]}
+
+        return guard

@@ -118,3 +118,34 @@ def test_the_config_knows_the_detectors_entities():
     from shipyard.guard.pii import ACTIONS, ENTITIES
 
     assert set(get_args(PiiEntity)) == set(ENTITIES) and set(get_args(PiiAction)) == set(ACTIONS)
+
+
+async def test_a_streamed_answer_is_scanned_and_restored_across_chunk_boundaries(primary, backup, write_config):
+    from tests.fakes import Stream
+
+    path = pii_config(primary, backup, write_config, "{input: pseudonymize, output: mask, entities: [email, person, card]}")
+    # The placeholder and the card are split across chunks; the provider never saw the user's email.
+    primary.script(Stream(["Thanks <PER", "SON_1>, the card 4111 11", "11 1111 1111 is on file; we write to <EMA",
+                           "IL_1> soon."]))
+    async with Gateway.from_config(path) as gw:
+        stream = gw.stream("triage", [{"role": "user", "content": PII_MSG}])
+        text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in stream if c["choices"]])
+        trace = await gw.get_trace(stream.trace_id)
+    assert "dana.whitfield@example.com" not in str(primary.requests[0].body)
+    assert text == ("Thanks Dana Whitfield, the card **** **** **** 1111 is on file; we write to "
+                    "dana.whitfield@example.com soon.")
+    assert any(e["kind"] == "pii" and e["where"] == "output" for e in trace["events"])
+
+
+async def test_a_broken_stream_releases_nothing_unscanned(primary, backup, write_config):
+    from tests.fakes import Stream
+
+    path = pii_config(primary, backup, write_config, "{input: redact, output: redact, entities: [card]}")
+    primary.script(Stream(["Your card is 4111 1111 ", "1111 1111 and more"], break_after=1))
+    async with Gateway.from_config(path) as gw:
+        got = []
+        with pytest.raises(Exception):  # noqa: B017 - the break surfaces mid-stream
+            async for c in gw.stream("triage", [{"role": "user", "content": "card?"}]):
+                if c["choices"]:
+                    got.append(c["choices"][0]["delta"].get("content") or "")
+    assert "4111" not in "".join(got)
