@@ -12,6 +12,8 @@
     │   ├── Unauthenticated             401 invalid_api_key             no key, unknown, expired or revoked
     │   ├── Forbidden                   403 forbidden                   a valid key, not for this
     │   ├── PolicyViolation             400 policy_violation            a guard blocked it; names the rule
+    │   │   ├── PolicyFallback          (never sent: the Fallback stage answers with fallback_response)
+    │   │   └── PIIBlocked              400 pii_blocked                 names the entity type, never the value
     │   └── TooManyRequests             429 (with retry_after)
     │       ├── RateLimited             429 rate_limited
     │       └── BudgetExceeded          429 budget_exceeded
@@ -128,6 +130,22 @@ class PolicyViolation(RequestError):
     """A guard blocked the call. The message names the rule that caught it, never what it caught."""
 
     code = "policy_violation"
+
+
+class PolicyFallback(PolicyViolation):
+    """A guard rule whose action is ``fallback`` caught the call: the Fallback stage answers with the
+    feature's fallback_response (a feature without one refuses with 400 policy_violation)."""
+
+
+class PIIBlocked(PolicyViolation):
+    """The text holds an entity whose action is ``block``. The message names the type, never the value."""
+
+    code = "pii_blocked"
+
+    def __init__(self, entity: str) -> None:
+        super().__init__(f"the text contains a {entity} entity, which this feature blocks",
+                         details={"rule": "pii", "entity": entity})
+        self.entity = entity
 
 
 class TooManyRequests(RequestError):

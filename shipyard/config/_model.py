@@ -125,6 +125,9 @@ class HedgeSpec(Strict):
         return self
 
 
+Severity = Literal["critical", "major", "minor"]
+
+
 class InjectionSpec(Strict):
     """Screen for prompt injection and jailbreaks (shipyard/guard/injection.py)."""
 
@@ -135,6 +138,8 @@ class InjectionSpec(Strict):
         default_factory=lambda: ["user", "tool"], min_length=1
     )
     """Messages whose text is screened: the user's and retrieved or tool content (untrusted by default)."""
+    severity: Severity = "critical"
+    """Of the finding a detection records (evaluation fails a case with a critical finding)."""
 
 
 PiiEntity = Literal["email", "phone", "card", "iban", "ssn", "ip", "dob", "address", "secret", "person"]
@@ -153,6 +158,8 @@ class PiiSpec(Strict):
     )
     hash_key_env: str = "SHIPYARD_PII_HASH_KEY"
     """The environment variable holding the key of the ``hash`` action (never in the config file)."""
+    severity: Severity = "minor"
+    """Of the finding PII in a call records (handled PII is no failure; make it critical where any is)."""
 
 
 class GuardSpec(Strict):

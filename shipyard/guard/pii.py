@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from shipyard.errors import RequestError
+from shipyard.errors import PIIBlocked
 from shipyard.guard._pii_normalize import normalize, to_original
 from shipyard.guard._pii_patterns import STRUCTURED, Candidate, run_rules
 
@@ -49,16 +49,6 @@ class Finding:
     end: int
     text: str
     score: float
-
-
-class PIIBlocked(RequestError):
-    """The text holds an entity whose action is ``block``. The message names the type, never the value."""
-
-    code = "pii_blocked"
-
-    def __init__(self, entity: str) -> None:
-        super().__init__(f"the text contains a {entity} entity, which this feature blocks")
-        self.entity = entity
 
 
 def _entity_set(entities: Iterable[str] | None) -> frozenset[str]:

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from ..config import CacheSpec
+from ..economics.semantic import DEFAULT_THRESHOLD, is_hit, query_text
+from ..providers._format import chat_completion
 from ..state import State
 from .call import Background, Call, ChunkStream
 from .stages import Next, stream_of
@@ -56,8 +58,6 @@ def _cacheable(completion: Any) -> bool:
 
 def assemble(chunks: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
     """The completion a text stream carried, or None when it is not a plain single-choice answer."""
-    from ..providers._format import chat_completion
-
     parts: list[str] = []
     finish = None
     for chunk in chunks:
@@ -81,8 +81,6 @@ class Cache:
         self.semantic = spec.semantic
         self.embedder = embedder
         if self.semantic is not None:
-            from ..economics.semantic import DEFAULT_THRESHOLD
-
             self.threshold = self.semantic.threshold or DEFAULT_THRESHOLD
 
     async def handle(self, call: Call, next: Next) -> Any:
@@ -96,8 +94,6 @@ class Cache:
             if raw is not None:
                 return self._hit(call, raw, "exact")
         if self.semantic is not None and call.op == "chat":
-            from ..economics.semantic import is_hit, query_text
-
             messages = call.body.get("messages") or []
             # Only a request that ends with the user's question: after a tool result or an assistant
             # prefill, the last message would change the answer without being compared.

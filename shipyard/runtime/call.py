@@ -24,6 +24,9 @@ _trace_random = random.Random()  # seeded from os.urandom, and again in every fo
 os.register_at_fork(after_in_child=_trace_random.seed)
 
 
+SEVERITIES = ("minor", "major", "critical")
+
+
 def new_trace_id() -> str:
     """32 hex digits, the W3C / OpenTelemetry trace-id shape. Unique, not secret: a seeded PRNG is
     ~10x cheaper than a getrandom() syscall per request (measured with py-spy under load)."""
@@ -140,6 +143,21 @@ class Call:
 
     def event(self, kind: str, **fields: Any) -> None:
         self.events.append({"kind": kind, "at_ms": round(self.elapsed_ms(), 3), **fields})
+
+    def finding(self, guard: str, rule: str, *, severity: str, action: str, where: str, **fields: Any) -> None:
+        """A guard's verdict on this call (PII, injection, a policy rule, the output contract): an event of
+        kind ``finding``, the one shape evaluation, metrics and alerts read. ``fields`` never hold the
+        text that was caught, only what names it (entity types, rule reasons, counts)."""
+        self.event("finding", guard=guard, rule=rule, severity=severity, action=action, where=where, **fields)
+
+    @property
+    def severity(self) -> str | None:
+        """The worst severity among this call's findings (critical > major > minor), None without any."""
+        worst = -1
+        for event in self.events:
+            if event["kind"] == "finding":
+                worst = max(worst, SEVERITIES.index(event["severity"]))
+        return SEVERITIES[worst] if worst >= 0 else None
 
 
 class Background:

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from ..config import InjectionSpec, PiiSpec
-from ..errors import ConfigError, PolicyViolation
+from ..errors import ConfigError, PIIBlocked, PolicyViolation
 from ..guard.injection import DEFAULT_THRESHOLD, screen
 from ..guard.pii import Redactor, StreamScanner, restore
 from .call import Call, ChunkStream
@@ -32,6 +32,7 @@ class InjectionScreen:
         self.action = spec.action
         self.threshold = spec.threshold if spec.threshold is not None else DEFAULT_THRESHOLD
         self.roles = frozenset(spec.roles)
+        self.severity = spec.severity
 
     async def handle(self, call: Call, next: Next) -> Any:
         messages = call.body.get("messages")
@@ -43,8 +44,9 @@ class InjectionScreen:
                     verdict = screen(text)
                     if verdict.score < self.threshold:
                         continue
-                    call.event("injection", action=self.action, score=round(verdict.score, 3),
-                               reasons=list(verdict.reasons), message=i, role=message.get("role"))
+                    call.finding("injection", "injection", severity=self.severity, action=self.action,
+                                 where="input", score=round(verdict.score, 3), reasons=list(verdict.reasons),
+                                 message=i, role=message.get("role"))
                     if self.action == "block":
                         raise PolicyViolation(
                             f"blocked by the prompt-injection screen of {call.feature.name}: "
@@ -80,25 +82,36 @@ class PiiGuard:
                                 f"the hash action needs a key: set the environment variable {spec.hash_key_env}")])
         self.input = Redactor(dict.fromkeys(spec.entities, spec.input), hash_key=key) if spec.input else None
         self.output = Redactor(dict.fromkeys(spec.entities, spec.output), hash_key=key) if spec.output else None
+        self.severity = spec.severity
+        self.actions = {"input": spec.input, "output": spec.output}
+
+    def _found(self, call: Call, where: str, entities: Counter[str]) -> None:
+        call.finding("pii", "pii", severity=self.severity, action=self.actions[where] or "none", where=where,
+                     entities=dict(entities))
 
     async def handle(self, call: Call, next: Next) -> Any:
         mapping: dict[str, str] = {}
         if self.input is not None:
             found: Counter[str] = Counter()
-            for message in call.body.get("messages") or ():
-                if not isinstance(message, dict):
-                    continue
-                content = message.get("content")
-                if isinstance(content, str):
-                    message["content"], findings, _ = self.input.redact(content, mapping)
-                    found.update(f.entity for f in findings)
-                elif isinstance(content, list):
-                    for part in content:
-                        if isinstance(part, dict) and isinstance(part.get("text"), str):
-                            part["text"], findings, _ = self.input.redact(part["text"], mapping)
-                            found.update(f.entity for f in findings)
+            try:
+                for message in call.body.get("messages") or ():
+                    if not isinstance(message, dict):
+                        continue
+                    content = message.get("content")
+                    if isinstance(content, str):
+                        message["content"], findings, _ = self.input.redact(content, mapping)
+                        found.update(f.entity for f in findings)
+                    elif isinstance(content, list):
+                        for part in content:
+                            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                                part["text"], findings, _ = self.input.redact(part["text"], mapping)
+                                found.update(f.entity for f in findings)
+            except PIIBlocked as exc:
+                call.finding("pii", "pii", severity=self.severity, action="block", where="input",
+                             entities={exc.entity: 1})
+                raise
             if found:
-                call.event("pii", where="input", entities=dict(found))
+                self._found(call, "input", found)
         result = await next(call)
         if not (mapping or self.output is not None):
             return result
@@ -117,7 +130,7 @@ class PiiGuard:
             if self.output is not None:
                 text, findings, _ = self.output.redact(text)
                 if findings:
-                    call.event("pii", where="output", entities=dict(Counter(f.entity for f in findings)))
+                    self._found(call, "output", Counter(f.entity for f in findings))
             result = {**result, "choices": [{**result["choices"][0], "message": {**message, "content": text}},
                                             *result["choices"][1:]]}
         if mapping and call.output is not None:
@@ -144,7 +157,7 @@ class PiiGuard:
                 out += scanner.flush()
                 found.update(f.entity for f in scanner.findings)
                 if found:
-                    call.event("pii", where="output", entities=dict(found))
+                    self._found(call, "output", found)
             if not isinstance(text, str) and not out:
                 return chunk
             delta = {**delta, "content": restore(out, mapping)}

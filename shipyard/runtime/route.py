@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import (
     AllRoutesFailed,
+    BudgetExceeded,
     DeadlineExceeded,
     MalformedResponse,
     Overloaded,
@@ -17,6 +18,7 @@ from ..errors import (
     ProviderRejected,
     ProviderTimeout,
     ShipyardError,
+    StateUnavailable,
     TransientProviderError,
     error_class_name,
 )
@@ -200,8 +202,6 @@ class Route:
         also finished, discarded (its usage, or an estimate, counted). When both fail, the first one's
         error is raised (its retries follow as usual). However this ends, cancellation included, no
         attempt is left running and no route slot is left taken."""
-        from ..errors import BudgetExceeded, StateUnavailable
-
         primary = asyncio.ensure_future(self._try(call, first, commit=False))
         tasks = {primary: first}
         winner: asyncio.Future[Any] | None = None

@@ -18,6 +18,7 @@ from ..errors import (
     DeadlineExceeded,
     InputValidationError,
     OutputContractError,
+    PolicyFallback,
     ProviderRejected,
     ShipyardError,
     error_class_name,
@@ -116,7 +117,7 @@ class InputContract:
 class Fallback:
     """When every route failed (or ran out of time), answer with the feature's fallback_response."""
 
-    CATCHES = (AllRoutesFailed, DeadlineExceeded, OutputContractError)
+    CATCHES = (AllRoutesFailed, DeadlineExceeded, OutputContractError, PolicyFallback)
 
     async def handle(self, call: Call, next: Next) -> Any:
         try:

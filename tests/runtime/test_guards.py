@@ -47,7 +47,7 @@ async def test_flag_serves_and_records_the_verdict_in_the_trace(primary, backup,
     async with Gateway.from_config(path) as gw:
         reply = await gw.chat("triage", [{"role": "user", "content": ATTACK}])
         trace = await gw.get_trace(reply.trace_id)
-    event = next(e for e in trace["events"] if e["kind"] == "injection")
+    event = next(e for e in trace["events"] if e["kind"] == "finding" and e["guard"] == "injection")
     assert reply.content == "I can't share that." and event["action"] == "flag" and event["score"] >= 0.5
     assert "system_prompt_exfiltration" in event["reasons"] or "ignore_previous_instructions" in event["reasons"]
 
@@ -75,7 +75,7 @@ async def test_the_provider_never_sees_the_pii_and_the_trace_counts_it(primary, 
     sent = str(primary.requests[0].body)
     assert "dana.whitfield@example.com" not in sent and "4111" not in sent and "Whitfield" not in sent
     assert "[EMAIL]" in sent and "[CARD]" in sent
-    event = next(e for e in trace["events"] if e["kind"] == "pii")
+    event = next(e for e in trace["events"] if e["kind"] == "finding" and e["guard"] == "pii")
     assert event["entities"]["email"] == 1 and event["entities"]["card"] == 1
     assert "dana" not in str(trace).lower()
 
@@ -134,7 +134,7 @@ async def test_a_streamed_answer_is_scanned_and_restored_across_chunk_boundaries
     assert "dana.whitfield@example.com" not in str(primary.requests[0].body)
     assert text == ("Thanks Dana Whitfield, the card **** **** **** 1111 is on file; we write to "
                     "dana.whitfield@example.com soon.")
-    assert any(e["kind"] == "pii" and e["where"] == "output" for e in trace["events"])
+    assert any(e["kind"] == "finding" and e["guard"] == "pii" and e["where"] == "output" for e in trace["events"])
 
 
 async def test_a_broken_stream_releases_nothing_unscanned(primary, backup, write_config):
