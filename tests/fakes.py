@@ -51,7 +51,7 @@ class Malformed:
 
 @dataclass
 class Stream:
-    pieces: list[str] = field(default_factory=lambda: ["Hel", "lo", "!"])
+    pieces: list[str | dict[str, Any]] = field(default_factory=lambda: ["Hel", "lo", "!"])  # a dict: a whole delta
     break_after: int | None = None  # close the connection after this many content chunks
     delay_s: float = 0.0  # between chunks
     first_delay_s: float = 0.0
@@ -197,7 +197,7 @@ class FakeUpstream:
             if b.stall_after is not None and i >= b.stall_after:
                 await asyncio.sleep(3600)
             await asyncio.sleep(b.delay_s)
-            await resp.write(event({"content": piece}))
+            await resp.write(event(piece if isinstance(piece, dict) else {"content": piece}))
         await resp.write(event({}, "stop"))
         if b.include_usage:
             usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model,

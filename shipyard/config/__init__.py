@@ -28,6 +28,7 @@ from ._model import (
     LimitSpec,
     Owners,
     PiiSpec,
+    PolicyRule,
     PriceSpec,
     PromptMessage,
     ProviderSpec,
@@ -36,6 +37,7 @@ from ._model import (
     StateSpec,
     TenantSpec,
     TraceSpec,
+    _ErrorBelow,
     _LocatedError,
 )
 from ._yaml import Path, YamlProblem, line_for, load_yaml
@@ -55,6 +57,7 @@ __all__ = [
     "LimitSpec",
     "Owners",
     "PiiSpec",
+    "PolicyRule",
     "PriceSpec",
     "PromptMessage",
     "ProviderSpec",
@@ -160,6 +163,8 @@ def _problems(
         located = (err.get("ctx") or {}).get("error")
         if isinstance(located, _LocatedError):
             loc, message = located.loc, located.message
+        elif isinstance(located, _ErrorBelow):
+            loc, message = loc + located.below, located.message
         elif err["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and indentation)"
         elif err["type"] == "missing":

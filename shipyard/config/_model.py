@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ..guard.policy import CHECKS, LANGUAGES, OUTPUT_ONLY, compile_pattern, fold
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -162,9 +164,103 @@ class PiiSpec(Strict):
     """Of the finding PII in a call records (handled PII is no failure; make it critical where any is)."""
 
 
+class _ErrorBelow(ValueError):
+    """A validator's error about a key below the value it validates: ``below`` is the rest of its path."""
+
+    def __init__(self, below: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.below = below
+        self.message = message
+
+
+class PolicyRule(Strict):
+    """A risk boundary (shipyard/guard/policy.py): exactly one check, on the input (before any limit or
+    provider), the output, or both. A breach is a finding in the trace; ``block`` refuses with 400
+    ``policy_violation`` naming the rule, ``fallback`` answers with the feature's fallback_response,
+    ``flag`` serves."""
+
+    name: str
+    where: Literal["input", "output", "both"] = Field(alias="on")
+    severity: Severity = "major"
+    action: Literal["block", "flag", "fallback"] = "block"
+    match: str | None = Field(None, min_length=1)
+    """A regular expression in RE2 syntax (time linear in the text: no lookaround, no backreferences);
+    case-sensitive unless it says ``(?i)``."""
+    deny_topics: list[str] | None = Field(None, min_length=1)
+    """Words or phrases, found on word boundaries whatever the case, accents or hidden characters."""
+    require: str | None = Field(None, min_length=1)
+    """A phrase the answer must contain (a disclaimer), whatever the case and spacing."""
+    max_chars: int | None = Field(None, ge=1)
+    allowed_tools: list[str] | None = None
+    """The function names the model may call in its answer ([]: none)."""
+    languages: list[str] | None = Field(None, min_length=1)
+    """ISO 639-1 codes the text may be in."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("a rule name is 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_pattern(value)  # ValueError naming RE2's reason
+        return value
+
+    @field_validator("deny_topics")
+    @classmethod
+    def _topics(cls, value: list[str] | None) -> list[str] | None:
+        for i, topic in enumerate(value or ()):
+            if not fold(topic):
+                raise _ErrorBelow((i,), "a topic needs some letters or digits")
+        return value
+
+    @field_validator("require")
+    @classmethod
+    def _phrase(cls, value: str | None) -> str | None:
+        if value is not None and not fold(value):
+            raise ValueError("the required phrase needs some letters or digits")
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str] | None) -> list[str] | None:
+        for i, code in enumerate(value or ()):
+            if code not in LANGUAGES:
+                raise _ErrorBelow((i,), f"{code!r} is not an ISO 639-1 code the language identifier knows "
+                                        "(two lowercase letters, e.g. en, de, pt)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_check(self) -> PolicyRule:
+        given = [kind for kind in CHECKS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a rule has exactly one check, one of {', '.join(CHECKS)} "
+                             f"(got {', '.join(given) or 'none'})")
+        if given[0] in OUTPUT_ONLY and self.where != "output":
+            raise _ErrorBelow(("on",), f"{given[0]} judges the answer: it needs on: output")
+        return self
+
+
 class GuardSpec(Strict):
     injection: InjectionSpec | None = None
     pii: PiiSpec | None = None
+    policy: list[PolicyRule] = Field(default_factory=list)
+    """Risk boundaries: declarative rules on the input and the output (see PolicyRule)."""
+
+    @field_validator("policy")
+    @classmethod
+    def _unique_names(cls, rules: list[PolicyRule]) -> list[PolicyRule]:
+        first: dict[str, int] = {}
+        for i, rule in enumerate(rules):
+            if rule.name in first:
+                raise _ErrorBelow((i, "name"), f"rule {first[rule.name]} is already named {rule.name!r}: "
+                                               "names are unique within a feature")
+            first[rule.name] = i
+        return rules
 
 
 class PriceSpec(Strict):

@@ -20,6 +20,7 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$\$")
 
 _KEY: Any = object()  # a path element no YAML key can equal: where a mapping key's own value is built
 _SCALAR_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
+_BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
 class YamlProblem(Exception):
@@ -79,7 +80,10 @@ def load_yaml(text: str, env: Mapping[str, str] | None = None) -> tuple[Any, dic
             for key_node, value_node in n.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     raise YamlProblem(key_node.start_mark.line + 1, field, "YAML merge keys (<<) are not supported")
-                key = build(key_node, path + (_KEY,))
+                if key_node.tag == _BOOL_TAG and isinstance(key_node, yaml.ScalarNode) and key_node.style is None:
+                    key = key_node.value  # YAML 1.1 reads a plain `on:` (yes, no, off) as a boolean; a key is a name
+                else:
+                    key = build(key_node, path + (_KEY,))
                 if not isinstance(key, (str, int)):
                     raise YamlProblem(key_node.start_mark.line + 1, field, "mapping keys must be strings")
                 key = str(key)

@@ -115,7 +115,8 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _LEET_WORD_RE = re.compile(r"[a-z0-9@$]*[a-z][a-z0-9@$]*")
 _SPELLED_RE = re.compile(r"(?<![a-z])[a-z]([ .\-_*|])(?:[a-z]\1){1,}[a-z](?![a-z])")
-_SPACE_RE = re.compile(r"[ \t\f\v]+")
+_SPACE_RE = re.compile(r"[ \t\f\v]{2,}|[\t\f\v]")  # what is not already one space: far fewer replacements
+_LEET_CHAR_RE = re.compile(r"[0-9@$]")
 
 
 def _fold_word(match: re.Match[str]) -> str:
@@ -150,7 +151,8 @@ def normalize(text: str) -> str:
         text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
         text = unicodedata.normalize("NFC", text).casefold()
         text = _WORD_RE.sub(_fold_word, text)
-    text = _LEET_WORD_RE.sub(_unleet, text)
+    if _LEET_CHAR_RE.search(text):  # else every word is letters only, which _unleet leaves alone
+        text = _LEET_WORD_RE.sub(_unleet, text)
     text = _SPELLED_RE.sub(_unspell, text)
     return _SPACE_RE.sub(" ", text)
 

@@ -24,6 +24,7 @@ from ..errors import ProviderError, UnknownFeature
 from ..providers import available_kinds, get_provider_class
 from ..state import open_state
 from ..store import Store, TraceWriter
+from ..store.audit import digest
 from .call import Call, ChunkStream
 from .feature import Feature
 from .limits import budget_rules_for
@@ -230,6 +231,7 @@ class Gateway:
                 return
             await asyncio.to_thread(self.store.migrate)
             await asyncio.to_thread(self._audit_config)
+            await asyncio.to_thread(self._audit_policies)
             await self.state.start()
             for provider in self.providers.values():
                 await provider.start()
@@ -253,6 +255,24 @@ class Gateway:
             hashlib.sha256(content).hexdigest(),
             {"file": path, "features": sorted(self.features)},
         )
+
+    def _audit_policies(self) -> None:
+        """``policy.changed`` in the audit log for each feature whose guard section (injection, PII, policy
+        rules) differs from the one last recorded for it, with the digests before and after (``before`` is
+        null the first time a feature has a guard; a guard removed is recorded as the digest of null)."""
+        actor = f"gateway:{socket.gethostname()}:{os.getpid()}"
+        last: dict[str, str] = {}
+        for entry in self.store.audit.entries():
+            if entry["action"] == "policy.changed":
+                last[entry["target"]] = entry["after_digest"]
+        for name, spec in self.config.features.items():
+            target = f"features.{name}.guard"
+            guard = spec.guard.model_dump(mode="json", by_alias=True) if spec.guard is not None else None
+            after = digest(guard)
+            before = last.get(target)
+            if after != before and (guard is not None or before is not None):
+                self.store.audit.append(actor, "policy.changed", target, {"feature": name},
+                                        before=before, after=after)
 
     async def check_providers(self) -> None:
         """Start and close every provider once, so that what only shows when it starts (an in-process

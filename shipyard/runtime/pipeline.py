@@ -14,6 +14,7 @@ from .call import Background, Call
 from .feature import Feature
 from .guards import InjectionScreen, PiiGuard
 from .limits import Admit, Limit
+from .policy import PolicyGuard, compile_policy
 from .route import Route
 from .stages import Fallback, InputContract, Next, OutputContract, Record, Stage
 
@@ -51,19 +52,25 @@ class Services:
 def build_stages(feature: Feature, services: Services) -> list[Stage]:
     """The stages a feature runs, outermost first. This is the one place the order is decided:
 
-        admit -> record -> inspect input (contract, injection screen) -> limit -> fallback -> PII
-              -> cache -> inspect output -> route
+        admit -> record -> inspect input (contract, injection screen, policy) -> limit -> fallback
+              -> policy on the answer -> PII -> cache -> inspect output -> route
 
     Admission comes first, outside the trace: a request without a valid key must not be able to fill
     the trace store (refusals are for metrics, not records). Limits come after the input contract (not before, as a first sketch had it): a typed call's prompt
     only exists once its input is rendered, and its tokens are what the limits and budgets count.
     Fallback sits outside the cache and the output contract, so that a contract no route can meet
-    still gets the feature's fallback_response, and fallbacks are never cached.
+    still gets the feature's fallback_response, and fallbacks are never cached. The policy's output
+    rules sit just inside it (a rule with ``action: fallback`` gets the fallback_response) and outside
+    PII and the cache, so they judge the answer the client would get, cached or not.
     """
     spec = feature.spec
     stages: list[Stage] = [Admit(services.auth, services.keys), Record(services.submit), InputContract()]
-    if spec.guard is not None and spec.guard.injection is not None:
-        stages.append(InjectionScreen(spec.guard.injection))  # before limits: a blocked call costs nothing
+    guard = spec.guard
+    if guard is not None and guard.injection is not None:
+        stages.append(InjectionScreen(guard.injection))  # before limits: a blocked call costs nothing
+    policy = compile_policy(guard.policy, feature.name) if guard is not None and guard.policy else None
+    if policy is not None and policy.applies("input"):
+        stages.append(PolicyGuard(policy, "input"))  # likewise
     may_limit = spec.limits or spec.budget or spec.max_input_tokens or services.tenants or services.auth == "keys"
     if may_limit:
         stages.append(
@@ -77,10 +84,12 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
             )
         )
     stages.append(Fallback())
-    if spec.guard is not None and spec.guard.pii is not None:
+    if policy is not None and policy.applies("output"):
+        stages.append(PolicyGuard(policy, "output"))
+    if guard is not None and guard.pii is not None:
         # Outside the cache: what is cached (and keyed) is the redacted request and the provider's
         # answer with its placeholders, restored per call with that call's own mapping.
-        stages.append(PiiGuard(spec.guard.pii, feature.name))
+        stages.append(PiiGuard(guard.pii, feature.name))
     if spec.cache is not None and (spec.cache.exact or spec.cache.semantic):
         stages.append(Cache(services.state, spec.cache, services.background, services.embedder))
     stages.append(OutputContract())

@@ -957,3 +957,9 @@ def test_unquoted_env_values_are_str_int_float_or_bool(value: str) -> None:
     assert type(got) in (str, int, float, bool)
     if type(got) is str:
         assert got == value
+
+
+def test_plain_yes_no_on_off_keys_are_names_not_booleans() -> None:
+    # YAML 1.1 reads a plain on: as True; as a key it is a name (a policy rule's `on: output`).
+    value, _ = load_yaml("a: {on: output, off: 1, yes: 2, no: 3}\nb:\n  on: x\n  c: on\n", {})
+    assert value == {"a": {"on": "output", "off": 1, "yes": 2, "no": 3}, "b": {"on": "x", "c": True}}
