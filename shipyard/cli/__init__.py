@@ -112,6 +112,11 @@ def check(config: ConfigOption = None) -> None:
 
 
 def _store(config: Path | None) -> Any:
+    return _open(config)[1]
+
+
+def _open(config: Path | None) -> tuple[Any, Any]:
+    """The config and its storage (migrated), or a clear one-line failure."""
     from ..store import Store
 
     path = default_config_path(config)
@@ -123,7 +128,9 @@ def _store(config: Path | None) -> Any:
         _config_failure(exc)
     except Exception as exc:  # noqa: BLE001 - a storage that cannot be reached is a clear, one-line error
         fail(f"cannot open storage: {exc}")
-    return store
+    model = cfg.model
+    store.use_key_envs({n: (f.retention or model.retention).key_env for n, f in model.features.items()})
+    return cfg, store
 
 
 def _when(ts: float) -> str:
@@ -367,11 +374,20 @@ def trace(
     trace_id: Annotated[str, typer.Argument(help="The id from x-shipyard-trace-id or `shipyard traces`")],
     config: ConfigOption = None,
     json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
+    decrypt: Annotated[bool, typer.Option("--decrypt", help="Decrypt encrypted content (audited)")] = False,
 ) -> None:
-    """Show one call with all its attempts."""
-    record = _store(config).get_trace(trace_id)
+    """Show one call with all its attempts, and its stored prompt and answer."""
+    from ..store.content import ContentKeyError
+
+    store = _store(config)
+    try:
+        record = store.get_trace(trace_id, decrypt=decrypt)
+    except ContentKeyError as exc:
+        fail(exc.message)
     if record is None:
         fail(f"no trace {trace_id!r} in this storage", code=1)
+    if decrypt and record.get("content_mode") == "encrypted":
+        store.audit.append(_actor(), "content.decrypted", trace_id, {"feature": record["feature"]})
     if json:
         sys.stdout.write(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
@@ -392,6 +408,58 @@ def trace(
     out.print(table)
     for event in record.get("events") or []:
         out.print(f"  event {event}", highlight=False, markup=False)
+    if record.get("content") is not None:
+        shown = orjson.dumps(record["content"], option=orjson.OPT_INDENT_2).decode()
+        out.print(f"content ({record.get('content_mode')}):\n{shown}", highlight=False, markup=False)
+
+
+retention_app = typer.Typer(help="Retention: purge expired traces, make a content key.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("run")
+def retention_run(config: ConfigOption = None) -> None:
+    """Delete the traces older than their feature's retention.traces_days now (the server does it hourly)."""
+    from ..store import retention
+
+    cfg, store = _open(config)
+    deleted = retention.purge(store, cfg.model, _actor())
+    for feature, n in sorted(deleted.items()):
+        out.print(f"{feature}: {n} trace(s) deleted", highlight=False, markup=False)
+    out.print(f"purged {sum(deleted.values())} expired trace(s)", highlight=False)
+
+
+@retention_app.command("keygen")
+def retention_keygen() -> None:
+    """Print a new random key for store_content: encrypted (export it as SHIPYARD_CONTENT_KEY)."""
+    from ..store.content import new_key
+
+    sys.stdout.write(new_key() + "\n")
+
+
+@app.command()
+def forget(
+    subject: Annotated[str, typer.Option("--subject", "-s", help="The id sent as X-Shipyard-Subject or `user`")],
+    config: ConfigOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be erased, erase nothing")] = False,
+) -> None:
+    """Erase every trace about a subject (a right-to-erasure request); writes an audit entry."""
+    from ..store import retention
+
+    if not subject.strip():
+        fail("--subject must not be empty")
+    store = _store(config)
+    if dry_run:
+        out.print(f"{store.count_subject(subject)} trace(s) about this subject would be erased", highlight=False)
+        return
+    done = retention.forget(store, subject, _actor())
+    out.print(f"erased {done['traces']} trace(s) about subject {done['subject'][:12]}… "
+              f"(audit entry {done['audit_seq']})", highlight=False)
+
+
+from .evals import eval_app  # noqa: E402 - it reads this module's helpers
+
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

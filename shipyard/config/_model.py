@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ..eval.checks import CheckSpec
+from ..eval.gate import GateSpec
 from ..guard.policy import CHECKS, LANGUAGES, OUTPUT_ONLY, compile_pattern, fold
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -263,6 +265,20 @@ class GuardSpec(Strict):
         return rules
 
 
+class RetentionSpec(Strict):
+    """How long a feature's traces are kept, and what of its prompts and answers is stored with them."""
+
+    traces_days: float | None = Field(90.0, gt=0, le=36500)
+    """Traces older than this are purged (by the server every hour, or ``shipyard retention run``);
+    null keeps them forever."""
+    store_content: Literal["none", "redacted", "encrypted"] = "redacted"
+    """none: no prompt or answer is stored; redacted: stored with every PII entity replaced by its
+    type ([EMAIL]); encrypted: stored whole, AES-256-GCM under the key in ``key_env``."""
+    key_env: str = Field("SHIPYARD_CONTENT_KEY", min_length=1)
+    """The environment variable holding the base64 key(s) of ``encrypted`` (never in the config file):
+    ``NEW[,OLD...]``, the first encrypts, any decrypts (rotation)."""
+
+
 class PriceSpec(Strict):
     input: float = Field(ge=0, le=1e6, allow_inf_nan=False)
     output: float = Field(ge=0, le=1e6, allow_inf_nan=False)
@@ -292,6 +308,45 @@ class PromptMessage(Strict):
     content: str
 
 
+class OnlineEvalSpec(Strict):
+    """Score a sampled share of production calls in the background (shipyard/eval/online.py)."""
+
+    sample: float = Field(gt=0, le=1)
+    """The share of calls scored, chosen by trace id (the same calls on every replica)."""
+    usd_per_day: float = Field(1.0, ge=0, allow_inf_nan=False)
+    """What judge checks may spend per UTC day (per process); past it they are skipped."""
+    checks: list[str] | None = None
+    """Names of the reference-free checks to run [default: all of them]."""
+
+
+class EvalSpec(Strict):
+    """How a feature is evaluated (``shipyard eval``, shipyard/eval/)."""
+
+    dataset: str | None = None
+    """The default dataset (JSONL or CSV), relative to the config file."""
+    checks: list[CheckSpec] = Field(min_length=1)
+    gate: GateSpec | None = None
+    online: OnlineEvalSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalSpec:
+        seen: dict[str, int] = {}
+        for i, check in enumerate(self.checks):
+            if check.name in seen:
+                raise _ErrorBelow(("checks", i, "name"),
+                                  f"{check.name!r} is also the name of checks[{seen[check.name]}]; names are unique")
+            seen[check.name] = i
+        if self.online is not None and self.online.checks is not None:
+            by_name = {c.name: c for c in self.checks}
+            for i, name in enumerate(self.online.checks):
+                if name not in by_name:
+                    raise _ErrorBelow(("online", "checks", i), f"no check named {name!r} (known: {', '.join(by_name)})")
+                if not by_name[name].reference_free:
+                    raise _ErrorBelow(("online", "checks", i),
+                                      f"{name!r} compares with a reference, which production calls do not have")
+        return self
+
+
 class FeatureSpec(Strict):
     description: str = ""
     owners: Owners
@@ -313,6 +368,11 @@ class FeatureSpec(Strict):
     max_input_tokens: int | None = Field(None, ge=1)
     """Refuse (413) a request whose estimated prompt is longer than this."""
     guard: GuardSpec | None = None
+    eval: EvalSpec | None = None
+    segments: list[str] = Field(default_factory=list, max_length=10)
+    """Input fields (or ``X-Shipyard-Segment-<name>`` headers) that split scores and metrics by segment."""
+    retention: RetentionSpec | None = None
+    """Overrides the top-level ``retention:`` for this feature."""
     max_output_tokens: int = Field(1024, ge=1)
     """Used to reserve budget for a request that does not set max_tokens itself."""
 
@@ -322,6 +382,8 @@ class ServerSpec(Strict):
     port: int = Field(8787, ge=1, le=65535)
     drain_timeout_s: float = Field(30.0, gt=0)
     max_body_mb: float = Field(16.0, gt=0)
+    purge_interval_s: float = Field(3600.0, gt=0)
+    """How often the server purges traces past their feature's retention."""
 
 
 class TraceSpec(Strict):
@@ -338,6 +400,8 @@ class ConfigModel(Strict):
     pricing: dict[str, PriceSpec] = Field(default_factory=dict)
     """USD per million tokens, by ``provider/model`` or ``model``; overrides the built-in table."""
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
+    retention: RetentionSpec = RetentionSpec()
+    """The default of every feature: traces kept 90 days, prompts and answers stored redacted."""
     server: ServerSpec = ServerSpec()
     traces: TraceSpec = TraceSpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)

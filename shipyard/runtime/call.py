@@ -95,6 +95,7 @@ class Call:
     extend_budget: Callable[[], Awaitable[None]] | None = None  # reserve for one more paid attempt (Limit)
     reserved_attempts: int = 1  # paid attempts the budget reservation covers
     paid_attempts: int = 0  # attempts that came back with an answer (billed)
+    subject: str | None = None  # who the call is about (erasure: shipyard forget --subject)
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -190,7 +191,7 @@ class ChunkStream:
     """
 
     __slots__ = (
-        "_chars", "_closed", "_first", "_got_usage", "_held", "_idle_s", "_kept", "_on_close", "_rest",
+        "_chars", "_closed", "_first", "_got_usage", "_held", "_idle_s", "_kept", "_on_close", "_parts", "_rest",
         "_transforms", "_usage_wanted", "call", "estimate",
     )
 
@@ -211,6 +212,7 @@ class ChunkStream:
         self._closed = False
         self._chars = 0
         self._kept: list[dict[str, Any]] | None = None
+        self._parts: list[str] | None = None
         self._held: list[Callable[[], None]] = []
         self._got_usage = False
         self._transforms: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
@@ -259,6 +261,15 @@ class ChunkStream:
         if self._kept is None:
             self._kept = []
         return self._kept
+
+    def collect_text(self) -> None:
+        """From now on, keep the answer's text as the provider sent it (``text``), for the trace."""
+        if self._parts is None:
+            self._parts = []
+
+    @property
+    def text(self) -> str | None:
+        return None if self._parts is None else "".join(self._parts)
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
@@ -336,6 +347,8 @@ class ChunkStream:
             content = delta.get("content")
             if isinstance(content, str):
                 self._chars += len(content)
+                if self._parts is not None:
+                    self._parts.append(content)
             for tool_call in delta.get("tool_calls") or ():
                 args = (tool_call.get("function") or {}).get("arguments")
                 if isinstance(args, str):

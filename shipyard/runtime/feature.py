@@ -10,7 +10,7 @@ import jinja2
 import jsonschema
 import orjson
 
-from ..config import FeatureSpec, template_environment
+from ..config import FeatureSpec, RetentionSpec, template_environment
 from ..economics.pricing import Price
 from ..errors import InputValidationError
 from .concurrency import ConcurrencyLimit
@@ -51,6 +51,7 @@ class Feature:
     output_validator: Any = None
     templates: list[tuple[str, jinja2.Template]] | None = None
     pipeline: Any = field(default=None, repr=False)
+    retention: RetentionSpec = field(default_factory=RetentionSpec)  # the feature's own, or the config's
 
     def hedge_delay_s(self, route: int) -> float | None:
         """How long to wait for ``route`` before hedging: its recent latency percentile, or the fixed delay."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
+import logging
 import os
 import random
 import socket
@@ -17,14 +18,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..access import KeyRing, Principal
-from ..config import BreakerSpec, Config, load_config
+from ..config import BreakerSpec, Config, RetentionSpec, load_config
 from ..economics.pricing import Price, PriceTable
 from ..economics.quotas import rate_rules
 from ..errors import ProviderError, UnknownFeature
 from ..providers import available_kinds, get_provider_class
 from ..state import open_state
-from ..store import Store, TraceWriter
+from ..store import Store, TraceWriter, retention
 from ..store.audit import digest
+from ..store.content import ContentKeyError
 from .call import Call, ChunkStream
 from .feature import Feature
 from .limits import budget_rules_for
@@ -32,6 +34,7 @@ from .pipeline import Services, build_pipeline, build_stages
 from .resilience import Backoff
 from .route import Route
 
+_log = logging.getLogger("shipyard.gateway")
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -148,6 +151,11 @@ class Gateway:
             embedder=self.embedder,
         )
         self._breakers: dict[tuple[str, str, BreakerSpec], Any] = {}
+        self.online: dict[str, Any] = {}
+        for name, fspec in config.features.items():
+            if fspec.eval is not None and fspec.eval.online is not None:
+                self.online[name] = self._online_evaluator(name, fspec)
+                self.services.observers[name] = self.online[name].observe
         self.features: dict[str, Feature] = {}
         for name, fspec in config.features.items():
             breakers = [self._breaker(r.provider, r.model, fspec.circuit_breaker) for r in fspec.route]
@@ -155,12 +163,16 @@ class Gateway:
             backoff = Backoff(b.base_s, b.max_s, b.max_retry_after_s, rand)
             prices = [self._price(name, i) for i in range(len(fspec.route))]
             feature = Feature.build(name, fspec, breakers, backoff, prices)
+            feature.retention = fspec.retention or model.retention
+            self._check_content_key(name, feature.retention)
             feature.pipeline = build_pipeline(build_stages(feature, self.services), self.router)
             self.features[name] = feature
+        self.store.use_key_envs({name: f.retention.key_env for name, f in self.features.items()})
         self.ready = False
         self.draining = False
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
+        self._purger: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Gateway:
@@ -183,6 +195,27 @@ class Gateway:
                 raise config.invalid(exc, ("providers", name)) from None
             providers[name] = cls(name, settings)
         return providers
+
+    def _online_evaluator(self, name: str, spec: Any) -> Any:
+        """The background scorer of a feature's sampled production calls (eval.online)."""
+        from ..eval.online import OnlineEvaluator
+        from ..eval.runner import Context
+
+        online = spec.eval.online
+        checks = [c for c in spec.eval.checks if online.checks is None or c.name in online.checks]
+        return OnlineEvaluator(name, checks, share=online.sample, usd_per_day=online.usd_per_day,
+                               segments=spec.segments, ctx=Context(self, name),
+                               background=self.services.background, evals=self.store.evals)
+
+    def _check_content_key(self, feature: str, retention: RetentionSpec) -> None:
+        """A feature that stores its content encrypted needs its key now, not at the first write."""
+        if retention.store_content != "encrypted":
+            return
+        try:
+            self.store.content_sealer(retention.key_env, required=True)
+        except ContentKeyError as exc:
+            where = ("features", feature, "retention") if self.config.features[feature].retention else ("retention",)
+            raise self.config.problem(where, exc.message) from None
 
     def _breaker(self, provider: str, model: str, spec: BreakerSpec) -> Any:
         # One breaker per provider+model, shared by the features that declare the same policy for it
@@ -239,7 +272,40 @@ class Gateway:
                 await asyncio.to_thread(self.embedder.load)
             await self.writer.start()
             atexit.register(self.writer.flush_sync)
+            self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
             self.ready = True
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names for what the gateway does by itself."""
+        return f"gateway:{socket.gethostname()}:{os.getpid()}"
+
+    async def purge_expired(self, actor: str | None = None) -> dict[str, int]:
+        """Delete the traces past their feature's retention now (the server does it on a schedule)."""
+        await self.writer.flush()
+        return await asyncio.to_thread(retention.purge, self.store, self.config.model, actor or self.actor)
+
+    async def _purge_loop(self) -> None:
+        """The scheduled purge: soon after start (a server restarted more often than the interval still
+        purges), then every ``server.purge_interval_s``. A failure is logged and tried again next time."""
+        interval = self.config.model.server.purge_interval_s
+        delay = min(interval, 30.0)
+        while True:
+            await asyncio.sleep(delay)
+            delay = interval
+            try:
+                deleted = await self.purge_expired()
+            except Exception as exc:  # noqa: BLE001 - the store may be down; the next run tries again
+                _log.warning("retention purge failed (will retry in %gs): %s", interval, exc)
+                continue
+            if deleted:
+                _log.info("retention: purged %d expired trace(s) (%s)", sum(deleted.values()),
+                          ", ".join(f"{k}: {v}" for k, v in sorted(deleted.items())))
+
+    async def forget(self, subject: str, actor: str) -> dict[str, Any]:
+        """Erase every trace about ``subject`` (and say so in the audit log)."""
+        await self.writer.flush()  # a call just made about the subject is erased too
+        return await asyncio.to_thread(retention.forget, self.store, subject, actor)
 
     def _audit_config(self) -> None:
         """``config.loaded`` in the audit log with the config file's sha256, or ``config.changed`` with
@@ -251,7 +317,7 @@ class Gateway:
         except OSError:  # a config parsed from text (tests, the Python API): digest what it says
             content = self.config.model.model_dump_json().encode()
         self.store.audit.record_config(
-            f"gateway:{socket.gethostname()}:{os.getpid()}",
+            self.actor,
             hashlib.sha256(content).hexdigest(),
             {"file": path, "features": sorted(self.features)},
         )
@@ -259,20 +325,11 @@ class Gateway:
     def _audit_policies(self) -> None:
         """``policy.changed`` in the audit log for each feature whose guard section (injection, PII, policy
         rules) differs from the one last recorded for it, with the digests before and after (``before`` is
-        null the first time a feature has a guard; a guard removed is recorded as the digest of null)."""
-        actor = f"gateway:{socket.gethostname()}:{os.getpid()}"
-        last: dict[str, str] = {}
-        for entry in self.store.audit.entries():
-            if entry["action"] == "policy.changed":
-                last[entry["target"]] = entry["after_digest"]
+        null the first time a feature has a guard; ``after`` is null when a guard was removed)."""
         for name, spec in self.config.features.items():
-            target = f"features.{name}.guard"
             guard = spec.guard.model_dump(mode="json", by_alias=True) if spec.guard is not None else None
-            after = digest(guard)
-            before = last.get(target)
-            if after != before and (guard is not None or before is not None):
-                self.store.audit.append(actor, "policy.changed", target, {"feature": name},
-                                        before=before, after=after)
+            self.store.audit.record_change(self.actor, "policy.changed", f"features.{name}.guard",
+                                           digest(guard) if guard is not None else None, {"feature": name})
 
     async def check_providers(self) -> None:
         """Start and close every provider once, so that what only shows when it starts (an in-process
@@ -291,6 +348,9 @@ class Gateway:
             return
         self._closed = True
         self.ready = False
+        if self._purger is not None:
+            self._purger.cancel()
+            await asyncio.gather(self._purger, return_exceptions=True)
         await self.services.background.drain()
         await self.writer.aclose()
         await self.state.aclose()
@@ -330,9 +390,12 @@ class Gateway:
         api_key: str | None = None,
         tenant: str | None = None,
         cache_control: str = "",
+        subject: str | None = None,
     ) -> Call:
         """A call for ``feature``. The server passes the client's ``api_key``; a trusted in-process caller
-        may name the ``tenant`` instead (no key needed: the process already holds the config)."""
+        may name the ``tenant`` instead (no key needed: the process already holds the config).
+        ``subject``: who the call is about (an end user, a customer), so ``shipyard forget --subject``
+        can erase it; without one, a chat body's OpenAI ``user`` field is taken."""
         reveal = api_key is None or self.config.model.auth == "none"
         call = Call(self.feature(feature, reveal=reveal), op, body, stream=stream, input=input, metadata=metadata or {})
         if trace_id:
@@ -343,6 +406,8 @@ class Gateway:
         elif api_key is None and self.config.model.auth == "keys":
             call.principal = Principal(tenant="local", role="admin")  # the Python API, in this process
         call.cache_control = cache_control.lower()
+        user = body.get("user")
+        call.subject = subject if subject is not None else (user if isinstance(user, str) and user else None)
         return call
 
     async def run(self, call: Call) -> Any:
@@ -352,25 +417,32 @@ class Gateway:
         return await call.feature.pipeline(call)
 
     async def chat(
-        self, feature: str, messages: list[dict[str, Any]], *, tenant: str | None = None, **params: Any
+        self, feature: str, messages: list[dict[str, Any]], *, tenant: str | None = None,
+        subject: str | None = None, **params: Any
     ) -> Reply:
-        call = self.new_call(feature, "chat", {"messages": messages, **params}, tenant=tenant)
+        call = self.new_call(feature, "chat", {"messages": messages, **params}, tenant=tenant, subject=subject)
         body = await self.run(call)
         return Reply(body, call.trace_id, call.route, len(call.attempts), call.cost_usd, call.cache)
 
     def stream(
-        self, feature: str, messages: list[dict[str, Any]], *, tenant: str | None = None, **params: Any
+        self, feature: str, messages: list[dict[str, Any]], *, tenant: str | None = None,
+        subject: str | None = None, **params: Any
     ) -> StreamReply:
-        call = self.new_call(feature, "chat", {"messages": messages, **params}, stream=True, tenant=tenant)
+        call = self.new_call(feature, "chat", {"messages": messages, **params}, stream=True, tenant=tenant,
+                             subject=subject)
         return StreamReply(self, call)
 
-    async def invoke(self, feature: str, input: Any, *, tenant: str | None = None) -> InvokeResult:
-        call = self.new_call(feature, "invoke", {}, input=input, tenant=tenant)
+    async def invoke(
+        self, feature: str, input: Any, *, tenant: str | None = None, subject: str | None = None
+    ) -> InvokeResult:
+        call = self.new_call(feature, "invoke", {}, input=input, tenant=tenant, subject=subject)
         await self.run(call)
         return InvokeResult(call.output, call.trace_id, call.route, len(call.attempts), call.cost_usd, call.cache)
 
-    async def embed(self, feature: str, input: Any, *, tenant: str | None = None, **params: Any) -> Reply:
-        call = self.new_call(feature, "embed", {"input": input, **params}, tenant=tenant)
+    async def embed(
+        self, feature: str, input: Any, *, tenant: str | None = None, subject: str | None = None, **params: Any
+    ) -> Reply:
+        call = self.new_call(feature, "embed", {"input": input, **params}, tenant=tenant, subject=subject)
         body = await self.run(call)
         return Reply(body, call.trace_id, call.route, len(call.attempts), call.cost_usd, call.cache)
 

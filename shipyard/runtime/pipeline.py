@@ -47,6 +47,8 @@ class Services:
     tenants: dict[str, tuple[list[RateRule], list[BudgetRule]]] = field(default_factory=dict)
     background: Background = field(default_factory=Background)
     embedder: Any = None
+    observers: dict[str, Callable[[Call, str | None], None]] = field(default_factory=dict)
+    """Per feature: told of each finished call as its trace is recorded (online evaluation)."""
 
 
 def build_stages(feature: Feature, services: Services) -> list[Stage]:
@@ -64,7 +66,8 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
     PII and the cache, so they judge the answer the client would get, cached or not.
     """
     spec = feature.spec
-    stages: list[Stage] = [Admit(services.auth, services.keys), Record(services.submit), InputContract()]
+    stages: list[Stage] = [Admit(services.auth, services.keys), Record(services.submit, services.observers.get(feature.name)),
+                           InputContract()]
     guard = spec.guard
     if guard is not None and guard.injection is not None:
         stages.append(InjectionScreen(guard.injection))  # before limits: a blocked call costs nothing

@@ -37,8 +37,10 @@ class Stage(Protocol):
 class Record:
     """Outermost: whatever happens inside, the call ends up in the trace store, exactly once."""
 
-    def __init__(self, submit: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, submit: Callable[[dict[str, Any]], None],
+                 observe: Callable[[Call, str | None], None] | None = None) -> None:
         self.submit = submit
+        self.observe = observe
 
     async def handle(self, call: Call, next: Next) -> Any:
         try:
@@ -58,17 +60,31 @@ class Record:
             self.finish(call)
             raise call.error from exc
         if isinstance(result, ChunkStream):
-            result.on_close(self.finish)
+            if call.feature.retention.store_content != "none" or self.observe is not None:
+                result.collect_text()
+            result.on_close(lambda c: self.finish(c, result.text))
             return result
         if call.status == "pending":
             call.status = "ok"
-        self.finish(call)
+        self.finish(call, message_text(result) if call.op == "chat" and isinstance(result, dict) else None)
         return result
 
-    def finish(self, call: Call) -> None:
+    @staticmethod
+    def content(call: Call, answer: str | None) -> dict[str, Any] | None:
+        """What the call was asked and answered, for the store to seal (redact or encrypt) or drop.
+        Embedding inputs are not kept: they are data, not a conversation."""
+        if call.feature.retention.store_content == "none" or call.op == "embed":
+            return None
+        asked = {"input": call.input} if call.op == "invoke" else {"messages": call.body.get("messages")}
+        if call.op == "invoke" and call.output is not None:
+            return {**asked, "output": call.output}
+        return {**asked, "answer": answer} if answer is not None else asked
+
+    def finish(self, call: Call, answer: str | None = None) -> None:
         err = call.error
         usage = call.usage or {}
         principal = call.principal
+        retention = call.feature.retention
         self.submit(
             {
                 "trace_id": call.trace_id,
@@ -92,8 +108,15 @@ class Record:
                 "cost_usd": call.cost_nano / 1e9 if call.cost_nano is not None else None,
                 "cost_estimated": call.cost_estimated,
                 "cache": call.cache,
+                "subject": call.subject,
+                "severity": call.severity,
+                "content": self.content(call, answer),
+                "content_mode": retention.store_content,
+                "content_key_env": retention.key_env,
             }
         )
+        if self.observe is not None:
+            self.observe(call, answer)
 
 
 class InputContract:
@@ -189,8 +212,14 @@ class OutputContract:
                 call.body["messages"] = original
                 return result
             served = call.route_index if call.route_index is not None else 0
-            call.event("output_contract_failed", route=call.route, problems=problems[:10])
-            if feature.spec.repair and repaired_at != served:
+            will_repair = feature.spec.repair and repaired_at != served
+            last = not will_repair and served + 1 >= n_routes
+            # A guard finding like the others: major while a repair or another route may still answer,
+            # critical when this was the last chance (the caller gets the fallback or a 502).
+            call.finding("output_contract", "output_schema", severity="critical" if last else "major",
+                         action="repair" if will_repair else "fail" if last else "next_route", where="output",
+                         route=call.route, problems=problems[:10])
+            if will_repair:
                 repaired_at = served
                 repaired = await self._repair(call, next, original, text, problems, served)
                 if repaired is not None:

@@ -119,3 +119,20 @@ class Admin:
             return json_response({"object": "list", "by": by, "since": since, "data": rows})
 
         return await self._guard(request, run)
+
+    async def forget(self, request: Request) -> Response:
+        """Erase every trace about a subject (``shipyard forget`` over HTTP); audited."""
+
+        async def run(request: Request) -> Response:
+            return json_response(await self.gateway.forget(request.path_params["subject"], self._actor(request)))
+
+        return await self._guard(request, run)
+
+    async def purge(self, request: Request) -> Response:
+        """Purge expired traces now instead of at the next scheduled run."""
+
+        async def run(request: Request) -> Response:
+            deleted = await self.gateway.purge_expired(self._actor(request))
+            return json_response({"deleted": deleted, "total": sum(deleted.values())})
+
+        return await self._guard(request, run)

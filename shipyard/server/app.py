@@ -56,6 +56,18 @@ def error_response(exc: ShipyardError, trace_id: str, call: Call | None = None) 
     return json_response(exc.to_dict(trace_id), exc.status, headers)
 
 
+def _metadata(request: Request) -> dict[str, Any]:
+    """Segment values a client sends as ``X-Shipyard-Segment-<name>: <value>`` (bounded: 10, 64 chars)."""
+    segment = {k[len("x-shipyard-segment-"):]: v[:64] for k, v in request.headers.items()
+               if k.startswith("x-shipyard-segment-") and k != "x-shipyard-segment-"}
+    return {"segment": dict(list(segment.items())[:10])} if segment else {}
+
+
+def _subject(request: Request) -> str | None:
+    """Who a call is about, from ``X-Shipyard-Subject`` (erasable later with ``shipyard forget``)."""
+    return request.headers.get("x-shipyard-subject", "").strip() or None
+
+
 def bearer(request: Request) -> str:
     """The API key of a request ('' when it sent none): ``Authorization: Bearer KEY`` (or ``x-api-key``)."""
     value = request.headers.get("authorization", "")
@@ -90,7 +102,27 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidJSON("the request body must be a JSON object")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
+        raise InvalidJSON(f"the request body is nested deeper than {MAX_DEPTH} levels; flatten it")
     return body
+
+
+MAX_DEPTH = 128
+"""Deeper request bodies are refused: nothing real nests this far, and the provider's encoder stops at 255."""
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests, without recursion (only walked when the body has enough brackets)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _require_feature(body: dict[str, Any]) -> str:
@@ -125,7 +157,8 @@ class Api:
             stream = bool(body.pop("stream", False))
             call = self.gateway.new_call(
                 feature, "chat", body, stream=stream, trace_id=trace_id, api_key=bearer(request),
-                cache_control=request.headers.get("cache-control", ""),
+                cache_control=request.headers.get("cache-control", ""), subject=_subject(request),
+                metadata=_metadata(request),
             )
         except ShipyardError as exc:
             return error_response(exc, trace_id)
@@ -158,7 +191,8 @@ class Api:
             feature = _require_feature(body)
             if "input" not in body:
                 raise RequestError("'input' is required: a string or a list of strings", param="input")
-            call = self.gateway.new_call(feature, "embed", body, trace_id=trace_id, api_key=bearer(request))
+            call = self.gateway.new_call(feature, "embed", body, trace_id=trace_id, api_key=bearer(request),
+                                         subject=_subject(request))
         except ShipyardError as exc:
             return error_response(exc, trace_id)
         result, failed = await self.run(call)
@@ -170,12 +204,18 @@ class Api:
             body = await read_json(request, self.max_body)
             if "input" not in body:
                 raise RequestError('the body must be {"input": ...}', param="input")
-            unknown = set(body) - {"input"}
+            unknown = set(body) - {"input", "subject"}
             if unknown:
-                raise RequestError(f"unknown field(s) {sorted(unknown)}; the body is {{\"input\": ...}}")
+                raise RequestError(
+                    f"unknown field(s) {sorted(unknown)}; the body is {{\"input\": ..., \"subject\": optional id}}"
+                )
+            subject = body.get("subject", _subject(request))
+            if subject is not None and (not isinstance(subject, str) or not subject):
+                raise RequestError("'subject' must be a non-empty string (who the call is about)", param="subject")
             call = self.gateway.new_call(
                 request.path_params["name"], "invoke", {}, input=body["input"], trace_id=trace_id,
-                api_key=bearer(request), cache_control=request.headers.get("cache-control", ""),
+                api_key=bearer(request), cache_control=request.headers.get("cache-control", ""), subject=subject,
+                metadata=_metadata(request),
             )
         except ShipyardError as exc:
             return error_response(exc, trace_id)
@@ -309,6 +349,8 @@ def create_app(gateway: Gateway, *, freeze_heap: bool = False) -> Any:
         Route("/v1/admin/keys", admin.create_key, methods=["POST"]),
         Route("/v1/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
         Route("/v1/admin/costs", admin.costs, methods=["GET"]),
+        Route("/v1/admin/subjects/{subject}", admin.forget, methods=["DELETE"]),
+        Route("/v1/admin/retention/run", admin.purge, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -22,8 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from ..errors import ConfigError
-from ._schema import api_keys, attempts, metadata, traces
+from ._schema import api_keys, attempts, eval_online, metadata, traces
 from .audit import AuditLog
+from .content import Sealer, scrub, subject_digest
+from .evals import EvalStore
 from .writer import TraceWriter
 
 __all__ = ["AuditLog", "Store", "TraceWriter", "metadata"]
@@ -56,6 +58,8 @@ def engine_for(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Deleted rows (a purge, an erasure) are overwritten with zeros, not left in free pages.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         return engine
@@ -66,6 +70,20 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = engine_for(url)
+        self.sealers: dict[str, Sealer] = {}
+        """Content keys by environment variable name (see ``content_sealer``)."""
+        self._key_envs: dict[str, str] = {}
+        """Each feature's key variable, when not the default (the gateway and the CLI tell it)."""
+
+    def use_key_envs(self, by_feature: dict[str, str]) -> None:
+        self._key_envs = dict(by_feature)
+
+    def content_sealer(self, env: str, *, required: bool = False) -> Sealer:
+        """The Sealer of the keys in ``env``, read once; ``required``: ContentKeyError if none is set."""
+        sealer = self.sealers.get(env)
+        if sealer is None or (required and sealer.current is None):
+            sealer = self.sealers[env] = Sealer.from_env(env, required=required)
+        return sealer
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe from several processes on PostgreSQL)."""
@@ -103,6 +121,11 @@ class Store:
         """The hash-chained audit log in this storage."""
         return AuditLog(self.engine)
 
+    @functools.cached_property
+    def evals(self) -> EvalStore:
+        """Evaluation runs, baselines, the answer cache and online scores in this storage."""
+        return EvalStore(self.engine, self.audit)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -122,11 +145,14 @@ class Store:
         dumps = orjson.dumps
         for rec in records:
             calls = rec.get("attempts") or ()
-            trace_rows.append(
-                (*[_clean(rec.get(c)) for c in _TRACE_PLAIN], _clean(dumps(rec.get("events") or []).decode()), len(calls))
-            )
             trace_id = rec["trace_id"]
+            row = self._sealed(rec)
+            trace_rows.append(
+                (*[_clean(row.get(c)) for c in _TRACE_PLAIN], _clean(dumps(row.get("events") or []).decode()), len(calls))
+            )
             for seq, att in enumerate(calls):
+                if att.get("error_message"):
+                    att = {**att, "error_message": scrub(att["error_message"])}
                 attempt_rows.append((trace_id, seq, *[_clean(att.get(c)) for c in _ATTEMPT_PLAIN]))
         if not trace_rows:
             return 0
@@ -136,6 +162,26 @@ class Store:
             if attempt_rows:
                 conn.exec_driver_sql(attempt_sql, attempt_rows)
         return len(trace_rows)
+
+    def _sealed(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """A record as it may reach disk: content sealed by its feature's ``store_content``, the subject
+        id as a digest, and the free text of errors and events redacted (they may quote a request)."""
+        mode = rec.get("content_mode") or "none"
+        content = rec.get("content")
+        row = {**rec, "content_mode": mode if content is not None else None, "content": None}
+        if content is not None and mode != "none":
+            sealer = self.content_sealer(rec.get("content_key_env") or "SHIPYARD_CONTENT_KEY",
+                                         required=mode == "encrypted")
+            row["content"] = sealer.seal(content, mode, rec["trace_id"])
+        elif mode == "none":
+            row["content_mode"] = None
+        if rec.get("subject") is not None:
+            row["subject"] = subject_digest(str(rec["subject"]))
+        if rec.get("error_message"):
+            row["error_message"] = scrub(rec["error_message"])
+        if rec.get("events"):
+            row["events"] = scrub(rec["events"])
+        return row
 
     @functools.cached_property
     def _insert_sql(self) -> tuple[str, str]:
@@ -149,7 +195,7 @@ class Store:
             insert("trace_attempts", ["trace_id", "seq", *_ATTEMPT_PLAIN]),
         )
 
-    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+    def get_trace(self, trace_id: str, *, decrypt: bool = False) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(traces).where(traces.c.trace_id == trace_id)).mappings().first()
             if row is None:
@@ -159,14 +205,44 @@ class Store:
             ).mappings()
             out = _plain(row)
             out["attempts"] = [_plain(a, skip=("id", "trace_id")) for a in atts]
+        out["content"] = self.open_content(out, decrypt=decrypt)
         return out
+
+    def open_content(self, trace: dict[str, Any], *, decrypt: bool = False) -> Any:
+        """A trace's stored content: redacted content as stored; encrypted content as a marker naming its
+        key, or (``decrypt``) decrypted with the keys in the feature's key variable."""
+        stored = trace.get("content")
+        if not Sealer.is_sealed(stored):
+            return Sealer().open(stored, trace["trace_id"])
+        if not decrypt:
+            return {"encrypted": True, "key_id": stored.split(":", 2)[1]}
+        env = self._key_envs.get(trace["feature"], "SHIPYARD_CONTENT_KEY")
+        return self.content_sealer(env, required=True).open(stored, trace["trace_id"])
 
     def list_traces(self, *, feature: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         query = sa.select(traces).order_by(traces.c.started_at.desc()).limit(limit)
         if feature:
             query = query.where(traces.c.feature == feature)
         with self.engine.connect() as conn:
-            return [_plain(r) for r in conn.execute(query).mappings()]
+            return [_plain(r, skip=("content",)) for r in conn.execute(query).mappings()]
+
+    def traces_with_content(self, *, feature: str, since: float, status: str | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        """Recent traces of a feature with their stored content opened (redacted content as stored;
+        encrypted content stays sealed): what ``shipyard eval dataset add --from-traces`` reads."""
+        # Production traffic only: an evaluation's own calls (tenant "eval") are not new cases.
+        query = (sa.select(traces).where(traces.c.feature == feature, traces.c.started_at >= since,
+                                         traces.c.content.is_not(None),
+                                         sa.or_(traces.c.tenant.is_(None), traces.c.tenant != "eval"))
+                 .order_by(traces.c.started_at.desc()).limit(limit))
+        if status:
+            query = query.where(traces.c.status == status)
+        with self.engine.connect() as conn:
+            rows = [_plain(r) for r in conn.execute(query).mappings()]
+        for row in rows:
+            if not Sealer.is_sealed(row["content"]):
+                row["content"] = self.open_content(row)
+        return rows
 
     def count_traces(self) -> int:
         with self.engine.connect() as conn:
@@ -203,6 +279,65 @@ class Store:
             query = query.where(traces.c.started_at >= since)
         with self.engine.connect() as conn:
             return [_plain(r) for r in conn.execute(query).mappings()]
+
+    # -- retention and erasure ---------------------------------------------------------------------
+
+    def purge(self, cutoffs: dict[str, float], default_cutoff: float | None) -> dict[str, int]:
+        """Delete the traces (and their attempts) that started before their feature's cutoff; features
+        not named in ``cutoffs`` (removed from the config since) use ``default_cutoff`` (None: keep).
+        Deletes in batches, so that a large purge never holds the write lock for long. Returns the
+        number of traces deleted per feature."""
+        deleted: dict[str, int] = {}
+        for feature, cutoff in cutoffs.items():
+            n = self._delete_where(sa.and_(traces.c.feature == feature, traces.c.started_at < cutoff))
+            if n:
+                deleted[feature] = n
+        if default_cutoff is not None:
+            others = sa.and_(traces.c.feature.not_in(list(cutoffs)) if cutoffs else sa.true(),
+                             traces.c.started_at < default_cutoff)
+            with self.engine.connect() as conn:
+                names = [r[0] for r in conn.execute(sa.select(traces.c.feature).where(others).distinct())]
+            for feature in names:
+                n = self._delete_where(sa.and_(traces.c.feature == feature, traces.c.started_at < default_cutoff))
+                if n:
+                    deleted[feature] = n
+        if deleted:
+            self._reclaim()
+        return deleted
+
+    def forget(self, subject: str) -> int:
+        """Erase every trace about ``subject`` (the id as the client sent it). Returns how many."""
+        n = self._delete_where(traces.c.subject == subject_digest(subject))
+        self._reclaim()
+        return n
+
+    def count_subject(self, subject: str) -> int:
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(traces).where(traces.c.subject == subject_digest(subject))
+            return int(conn.execute(query).scalar_one())
+
+    def _delete_where(self, condition: Any, batch: int = 5000) -> int:
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = [r[0] for r in conn.execute(sa.select(traces.c.trace_id).where(condition).limit(batch))]
+                if not ids:
+                    return total
+                conn.execute(attempts.delete().where(attempts.c.trace_id.in_(ids)))
+                conn.execute(eval_online.delete().where(eval_online.c.trace_id.in_(ids)))
+                conn.execute(traces.delete().where(traces.c.trace_id.in_(ids)))
+            total += len(ids)
+
+    def _reclaim(self) -> None:
+        """Make deleted rows unreadable from the files too: SQLite zeroes them (secure_delete) and its
+        write-ahead log is folded in and truncated; PostgreSQL's dead tuples are vacuumed away."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        elif self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for table in ("trace_attempts", "eval_online", "traces"):
+                    conn.exec_driver_sql(f"VACUUM {table}")
 
     # -- API keys ----------------------------------------------------------------------------------
 

@@ -31,9 +31,15 @@ traces = sa.Table(
     sa.Column("cost_usd", sa.Float),
     sa.Column("cost_estimated", sa.Boolean),
     sa.Column("cache", sa.String(16)),
+    # 0004: retention and erasure (shipyard/store/content.py). subject: a digest of the id, never the id.
+    sa.Column("subject", sa.String(40)),
+    sa.Column("content", sa.Text),
+    sa.Column("content_mode", sa.String(16)),
+    sa.Column("severity", sa.String(16)),  # the worst guard finding of the call
     sa.Index("ix_traces_started_at", "started_at"),
     sa.Index("ix_traces_feature_started_at", "feature", "started_at"),
     sa.Index("ix_traces_tenant_started_at", "tenant", "started_at"),
+    sa.Index("ix_traces_subject", "subject"),
 )
 
 attempts = sa.Table(
@@ -89,4 +95,55 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.CHAR(64), nullable=False),
     sa.Column("hash", sa.CHAR(64), nullable=False),
     sa.Index("ix_audit_log_at", "at"),
+)
+
+# 0005: evaluation (shipyard/store/evals.py). A run's results are written case by case as they finish, so
+# an interrupted run resumes where it stopped; model answers are cached by (route config, input, repeat).
+eval_runs = sa.Table(
+    "eval_runs",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("feature", sa.String(128), nullable=False),
+    sa.Column("release", sa.String(200)),
+    sa.Column("dataset", sa.Text),
+    sa.Column("repeat", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # running | done
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("approved_at", sa.Float),
+    sa.Column("approved_by", sa.Text),
+    sa.Column("checks", sa.JSON),
+    sa.Column("summary", sa.JSON),
+    sa.Index("ix_eval_runs_feature_started_at", "feature", "started_at"),
+)
+
+eval_results = sa.Table(
+    "eval_results",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("case_id", sa.String(200), primary_key=True),
+    sa.Column("case", sa.JSON, nullable=False),  # id, segment, severity (not the input: it is in the dataset)
+    sa.Column("attempts", sa.JSON, nullable=False),
+)
+
+eval_cache = sa.Table(
+    "eval_cache",
+    metadata,
+    sa.Column("key", sa.CHAR(64), primary_key=True),
+    sa.Column("response", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+eval_online = sa.Table(
+    "eval_online",
+    metadata,
+    sa.Column("trace_id", sa.String(32), primary_key=True),
+    sa.Column("feature", sa.String(128), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("segment", sa.JSON),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("checks", sa.JSON, nullable=False),
+    sa.Column("cost_usd", sa.Float),
+    sa.Index("ix_eval_online_feature_at", "feature", "at"),
 )

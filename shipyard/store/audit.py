@@ -122,6 +122,24 @@ class AuditLog:
             action = "config.changed" if before is not None and before != config_digest else "config.loaded"
             return self._append(conn, actor, action, "config", details, before, config_digest)
 
+    def record_change(
+        self, actor: str, action: str, target: str, after: str | None, details: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Append ``action`` on ``target`` with digests before and after, unless the last such entry
+        already ended at ``after`` (nothing changed); ``after`` None is the target removed. Decided under the append lock, so that replicas
+        starting together write one entry, not one each. None when nothing changed."""
+        with self._locked() as conn:
+            last = conn.execute(
+                sa.select(audit_log.c.after_digest)
+                .where(audit_log.c.action == action, audit_log.c.target == target)
+                .order_by(audit_log.c.seq.desc())
+                .limit(1)
+            ).first()
+            before = last[0] if last is not None else None
+            if (last is not None and before == after) or (last is None and after is None):
+                return None  # unchanged, or absent from the start
+            return self._append(conn, actor, action, target, details, before, after)
+
     def _append(
         self, conn: Connection, actor: str, action: str, target: str | None, details: dict[str, Any] | None,
         before: str | None, after: str | None,

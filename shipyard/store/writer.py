@@ -90,7 +90,7 @@ class TraceWriter:
             try:
                 self.written += self.sink.insert_traces(batch)
                 return
-            except Exception:  # noqa: BLE001 - find out whether the store is down or one record is bad
+            except Exception:
                 if len(batch) == 1:
                     raise
             # Record by record: when some records go in and others do not, the others are bad (a value

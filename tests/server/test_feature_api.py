@@ -107,7 +107,11 @@ def test_fallback_when_no_route_meets_the_contract(served, primary, backup):
     assert r.headers["x-shipyard-route"] == "fallback"
     trace = httpx.get(f"{served.base_url}/v1/traces/{r.json()['trace_id']}").json()
     kinds = [e["kind"] for e in trace["events"]]
-    assert kinds.count("output_contract_failed") == 4 and kinds.count("repair") == 2 and kinds[-1] == "fallback"
+    assert kinds.count("finding") == 4 and kinds.count("repair") == 2 and kinds[-1] == "fallback"
+    findings = [(e["guard"], e["severity"], e["action"]) for e in trace["events"] if e["kind"] == "finding"]
+    assert findings == [("output_contract", "major", "repair"), ("output_contract", "major", "next_route"),
+                        ("output_contract", "major", "repair"), ("output_contract", "critical", "fail")]
+    assert trace["severity"] == "critical"  # the worst finding, on the trace itself
 
 
 def test_without_fallback_a_broken_contract_is_a_clear_error(primary, backup, write_config, serve):
