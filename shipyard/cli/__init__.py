@@ -461,6 +461,11 @@ from .evals import eval_app  # noqa: E402 - it reads this module's helpers
 
 app.add_typer(eval_app, name="eval")
 
+from .monitor import incidents_app, owners_command  # noqa: E402
+
+app.add_typer(incidents_app, name="incidents")
+app.command("owners")(owners_command)
+
 
 def main() -> None:
     app()

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ._model import (
+    DUTIES,
     BackoffSpec,
     BreakerSpec,
     BudgetSpec,
@@ -44,6 +45,7 @@ from ._model import (
 from ._yaml import Path, YamlProblem, line_for, load_yaml
 
 __all__ = [
+    "DUTIES",
     "BackoffSpec",
     "BreakerSpec",
     "BudgetSpec",

@@ -58,11 +58,99 @@ class BackoffSpec(Strict):
     """A Retry-After longer than this (or than what is left of the deadline) moves on to the next route."""
 
 
+class Contact(Strict):
+    """Who owns a duty, and where their alerts go."""
+
+    name: str = Field(min_length=1, max_length=200)
+    webhook: str | None = None
+    """An http(s) URL that gets each incident as a JSON POST (retried with backoff; recorded)."""
+    format: Literal["generic", "slack"] | None = None
+    """The payload: generic JSON, or Slack's ``{"text": ...}``; default: slack for hooks.slack.com URLs."""
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("a webhook is an http:// or https:// URL")
+        return value
+
+    @property
+    def payload_format(self) -> str:
+        if self.format is not None:
+            return self.format
+        return "slack" if self.webhook and "hooks.slack.com" in self.webhook else "generic"
+
+
+DUTIES = ("incidents", "changes", "evaluation", "risk")
+
+
 class Owners(Strict):
-    incidents: str
-    changes: str
-    evaluation: str
-    risk: str
+    """The four duties of a feature, each owned by a name (no alerts sent) or a contact with a webhook:
+    SLO, drift, budget and data-quality alerts go to ``incidents``, evaluation regressions to
+    ``evaluation``, guard and policy alerts to ``risk``; ``changes`` approves prompt and config changes."""
+
+    incidents: str | Contact
+    changes: str | Contact
+    evaluation: str | Contact
+    risk: str | Contact
+
+    def contact(self, duty: str) -> Contact:
+        owner = getattr(self, duty)
+        return owner if isinstance(owner, Contact) else Contact(name=owner)
+
+
+def _duration(value: str) -> str:
+    from ..units import parse_duration
+
+    parse_duration(value)  # ValueError saying how to write one
+    return value
+
+
+class BurnAlert(Strict):
+    """Alert when the error budget burns ``factor`` times too fast over both windows (multiwindow)."""
+
+    long: str
+    short: str
+    factor: float = Field(gt=0, le=1000)
+
+    _check = field_validator("long", "short")(classmethod(lambda cls, v: _duration(v)))
+
+
+class LatencySlo(Strict):
+    threshold_ms: float = Field(gt=0)
+    target: float = Field(gt=0, lt=1)
+    """The share of calls that must answer within threshold_ms."""
+
+
+class SloSpec(Strict):
+    availability: float | None = Field(None, gt=0, lt=1)
+    """The share of calls that must not fail with a server error (5xx)."""
+    latency: LatencySlo | None = None
+    period: str = "28d"
+    """The error budget's period."""
+    burn_alerts: list[BurnAlert] = Field(default_factory=lambda: [
+        BurnAlert(long="1h", short="5m", factor=14.4), BurnAlert(long="6h", short="30m", factor=6.0)])
+    min_calls: int = Field(10, ge=1)
+    """Calls the short window needs before it may alert (one failed call of two is not an outage)."""
+
+    _check = field_validator("period")(classmethod(lambda cls, v: _duration(v)))
+
+    @model_validator(mode="after")
+    def _some_objective(self) -> SloSpec:
+        if self.availability is None and self.latency is None:
+            raise ValueError("an slo needs availability, latency or both")
+        return self
+
+
+class MonitorSpec(Strict):
+    interval_s: float = Field(10.0, gt=0, le=3600)
+    """How often the server evaluates alerts."""
+    guard_window: str = "5m"
+    """A critical guard finding in this window is an alert for the risk owner."""
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+    webhook_retries: int = Field(4, ge=0, le=10)
+
+    _check = field_validator("guard_window")(classmethod(lambda cls, v: _duration(v)))
 
 
 class LimitSpec(Strict):
@@ -369,6 +457,7 @@ class FeatureSpec(Strict):
     """Refuse (413) a request whose estimated prompt is longer than this."""
     guard: GuardSpec | None = None
     eval: EvalSpec | None = None
+    slo: SloSpec | None = None
     segments: list[str] = Field(default_factory=list, max_length=10)
     """Input fields (or ``X-Shipyard-Segment-<name>`` headers) that split scores and metrics by segment."""
     retention: RetentionSpec | None = None
@@ -392,6 +481,31 @@ class TraceSpec(Strict):
     max_pending: int = Field(200_000, ge=1000)
 
 
+class TelemetrySpec(Strict):
+    """Metrics (``GET /metrics``) and OpenTelemetry tracing (shipyard/monitor/)."""
+
+    otlp_endpoint: str | None = None
+    """An OTLP/HTTP collector's base URL (``http://127.0.0.1:4318``; ``/v1/traces`` is added): spans of every
+    call and attempt are exported there. Without it, OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT)
+    is honoured; with neither, no spans are built."""
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    """Sent with every export (a collector's API key: ``"${OTLP_TOKEN}"``); OTEL_EXPORTER_OTLP_HEADERS too."""
+    service_name: str | None = Field(None, min_length=1)
+    """The spans' service.name [default: $OTEL_SERVICE_NAME, else shipyard]."""
+    sample: float = Field(1.0, ge=0, le=1)
+    """The share of calls traced, chosen by trace id (the same calls on every replica)."""
+    export_timeout_s: float = Field(10.0, gt=0, le=300)
+    metrics_public: bool = False
+    """With ``auth: keys``, ``GET /metrics`` needs an admin key unless this is true (a scraper without one)."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("otlp_endpoint is an http:// or https:// URL, e.g. http://127.0.0.1:4318")
+        return value
+
+
 class ConfigModel(Strict):
     storage: str = "sqlite:///shipyard.db"
     auth: Literal["keys", "none"] = "keys"
@@ -402,8 +516,10 @@ class ConfigModel(Strict):
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     retention: RetentionSpec = RetentionSpec()
     """The default of every feature: traces kept 90 days, prompts and answers stored redacted."""
+    monitor: MonitorSpec = MonitorSpec()
     server: ServerSpec = ServerSpec()
     traces: TraceSpec = TraceSpec()
+    telemetry: TelemetrySpec = TelemetrySpec()
     providers: dict[str, ProviderSpec] = Field(min_length=1)
     features: dict[str, FeatureSpec] = Field(min_length=1)
 

@@ -27,6 +27,9 @@ from ..state import open_state
 from ..store import Store, TraceWriter, retention
 from ..store.audit import digest
 from ..store.content import ContentKeyError
+from ..monitor.metrics import Metrics
+from ..monitor.tracing import Tracing
+from ..monitor.alerts import Monitor
 from .call import Call, ChunkStream
 from .feature import Feature
 from .limits import budget_rules_for
@@ -115,7 +118,9 @@ class Gateway:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        span_exporter: Any = None,
     ) -> None:
+        """``span_exporter``: an OpenTelemetry SpanExporter for the call spans in place of OTLP (tests)."""
         self.config = config
         self.providers = self._build_providers(config)
         self.store = Store(config.model.storage)
@@ -156,6 +161,11 @@ class Gateway:
             if fspec.eval is not None and fspec.eval.online is not None:
                 self.online[name] = self._online_evaluator(name, fspec)
                 self.services.observers[name] = self.online[name].observe
+        self.metrics = Metrics.for_gateway(self)  # GET /metrics; its own registry, per gateway
+        self.tracing = Tracing.from_config(config, span_exporter)  # None unless OTLP is configured
+        self.services.recorders.append(self.metrics.record)
+        if self.tracing is not None:
+            self.services.recorders.append(self.tracing.record)
         self.features: dict[str, Feature] = {}
         for name, fspec in config.features.items():
             breakers = [self._breaker(r.provider, r.model, fspec.circuit_breaker) for r in fspec.route]
@@ -173,6 +183,8 @@ class Gateway:
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
         self._purger: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.monitor = Monitor(config, self.store.incidents, self.services.background)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Gateway:
@@ -273,6 +285,7 @@ class Gateway:
             await self.writer.start()
             atexit.register(self.writer.flush_sync)
             self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
+            self._watcher = asyncio.get_running_loop().create_task(self._monitor_loop())
             self.ready = True
 
     @property
@@ -301,6 +314,18 @@ class Gateway:
             if deleted:
                 _log.info("retention: purged %d expired trace(s) (%s)", sum(deleted.values()),
                           ", ".join(f"{k}: {v}" for k, v in sorted(deleted.items())))
+
+    async def _monitor_loop(self) -> None:
+        """Alerts and incidents, every ``monitor.interval_s``; a failure is logged and tried again."""
+        interval = self.config.model.monitor.interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.writer.flush()
+                for change in await self.monitor.evaluate():
+                    _log.warning("incident %s", change)
+            except Exception as exc:  # noqa: BLE001 - the store may be down; the next round tries again
+                _log.warning("alert evaluation failed (will retry in %gs): %s", interval, exc)
 
     async def forget(self, subject: str, actor: str) -> dict[str, Any]:
         """Erase every trace about ``subject`` (and say so in the audit log)."""
@@ -348,11 +373,15 @@ class Gateway:
             return
         self._closed = True
         self.ready = False
-        if self._purger is not None:
-            self._purger.cancel()
-            await asyncio.gather(self._purger, return_exceptions=True)
+        for task in (self._purger, self._watcher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.services.background.drain()
+        await self.monitor.notifier.aclose()
         await self.writer.aclose()
+        if self.tracing is not None:
+            await self.tracing.aclose()  # every call has finished: export the last spans
         await self.state.aclose()
         for provider in self.providers.values():
             await provider.aclose()

@@ -26,6 +26,7 @@ from ._schema import api_keys, attempts, eval_online, metadata, traces
 from .audit import AuditLog
 from .content import Sealer, scrub, subject_digest
 from .evals import EvalStore
+from .incidents import IncidentStore
 from .writer import TraceWriter
 
 __all__ = ["AuditLog", "Store", "TraceWriter", "metadata"]
@@ -120,6 +121,11 @@ class Store:
     def audit(self) -> AuditLog:
         """The hash-chained audit log in this storage."""
         return AuditLog(self.engine)
+
+    @functools.cached_property
+    def incidents(self) -> IncidentStore:
+        """Incidents, their timelines, and the window counts alerts are computed from."""
+        return IncidentStore(self.engine)
 
     @functools.cached_property
     def evals(self) -> EvalStore:

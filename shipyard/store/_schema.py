@@ -147,3 +147,35 @@ eval_online = sa.Table(
     sa.Column("cost_usd", sa.Float),
     sa.Index("ix_eval_online_feature_at", "feature", "at"),
 )
+
+# 0006: incidents (shipyard/store/incidents.py). One open incident per feature and alert key: the partial
+# unique index makes two replicas that see the same alert open it once.
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("feature", sa.String(128), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),  # what alerted: slo:availability:1h/5m, guard:critical
+    sa.Column("duty", sa.String(16), nullable=False),  # incidents | evaluation | risk | changes
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open | acknowledged | resolved
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("acked_at", sa.Float),
+    sa.Column("resolved_at", sa.Float),
+    sa.Index("ix_incidents_one_open", "feature", "key", unique=True,
+             sqlite_where=sa.text("status != 'resolved'"), postgresql_where=sa.text("status != 'resolved'")),
+    sa.Index("ix_incidents_status", "status", "opened_at"),
+)
+
+incident_events = sa.Table(
+    "incident_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # opened | notified | delivery_failed | acknowledged | resolved | update
+    sa.Column("detail", sa.JSON),
+    sa.Index("ix_incident_events_incident", "incident_id", "at"),
+)

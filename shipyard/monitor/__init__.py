@@ -1,0 +1,1 @@
+"""Monitoring: metrics, tracing, drift, alerts and incidents routed to owners."""

@@ -1,0 +1,195 @@
+"""Alerts and incidents: every feature watched, every alarm on a named owner.
+
+The server evaluates each feature's alerts every ``monitor.interval_s`` from the recorded traces (shared
+by every replica, and surviving restarts):
+
+- **SLO burn rate** (``slo:``): for each ``burn_alerts`` pair of windows, the error rate over each window
+  divided by the error budget (``1 - target``); the alert fires when both the long and the short window
+  burn at least ``factor`` times too fast (the multiwindow rule of the Google SRE workbook: the long
+  window proves it matters, the short one that it is still happening, so it also resolves quickly).
+  Availability counts server errors (5xx); latency counts calls slower than ``threshold_ms``. The short
+  window needs ``min_calls`` calls before it may fire.
+- **Guard**: a critical finding (a policy rule, PII, injection, an output contract that failed for good)
+  in the last ``monitor.guard_window``.
+
+A firing alert opens an incident for the feature (one per alert while it is open: replicas that see the
+same alert open it once), routed to the owner of the alert's duty: SLO alerts to ``incidents``, guard
+alerts to ``risk``. When the alert stops firing the incident is resolved. Owners with a webhook get each
+opening and resolution as a JSON POST (generic, or Slack's ``{"text"}``), retried with backoff; every
+delivery and failure is on the incident's timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from ..providers._h1 import Pool
+from ..units import parse_duration
+
+_log = logging.getLogger("shipyard.monitor")
+
+DUTY_OF = {"slo": "incidents", "guard": "risk", "drift": "incidents", "quality": "incidents",
+           "budget": "incidents", "eval": "evaluation"}
+
+
+def burn_rate(bad: int, total: int, target: float) -> float:
+    """How many times faster than allowed the error budget burns: the bad share over ``1 - target``."""
+    if total == 0:
+        return 0.0
+    return (bad / total) / (1.0 - target)
+
+
+class Alert:
+    """One alert's verdict this round."""
+
+    __slots__ = ("details", "duty", "firing", "key", "title")
+
+    def __init__(self, key: str, duty: str, firing: bool, title: str, details: dict[str, Any]) -> None:
+        self.key, self.duty, self.firing, self.title, self.details = key, duty, firing, title, details
+
+
+def slo_alerts(name: str, slo: Any, counts: Any, now: float) -> list[Alert]:
+    """The burn-rate alerts of one feature; ``counts(since, latency_ms)`` gives window counts."""
+    alerts: list[Alert] = []
+    objectives = []
+    if slo.availability is not None:
+        objectives.append(("availability", slo.availability, None, "errors"))
+    if slo.latency is not None:
+        objectives.append(("latency", slo.latency.target, slo.latency.threshold_ms, "slow"))
+    for objective, target, threshold, bad_key in objectives:
+        for rule in slo.burn_alerts:
+            long_s, short_s = parse_duration(rule.long), parse_duration(rule.short)
+            long_c = counts(now - long_s, threshold)
+            short_c = counts(now - short_s, threshold)
+            long_burn = burn_rate(long_c[bad_key], long_c["total"], target)
+            short_burn = burn_rate(short_c[bad_key], short_c["total"], target)
+            firing = (long_burn >= rule.factor and short_burn >= rule.factor and short_c["total"] >= slo.min_calls)
+            what = "errors" if objective == "availability" else f"calls over {threshold:g} ms"
+            alerts.append(Alert(
+                f"slo:{objective}:{rule.long}/{rule.short}", "incidents", firing,
+                f"{name}: {objective} error budget burning {short_burn:.1f}x ({rule.short}) and {long_burn:.1f}x "
+                f"({rule.long}), alert at {rule.factor:g}x; {short_c[bad_key]} of {short_c['total']} {what} "
+                f"in the last {rule.short}",
+                {"objective": objective, "target": target, "factor": rule.factor, "long": rule.long,
+                 "short": rule.short, "long_burn": round(long_burn, 3), "short_burn": round(short_burn, 3),
+                 "long_counts": long_c, "short_counts": short_c},
+            ))
+    return alerts
+
+
+class Notifier:
+    """POSTs incident news to an owner's webhook, retried with backoff; each outcome on the timeline."""
+
+    def __init__(self, incidents: Any, *, timeout_s: float, retries: int, base_delay_s: float = 0.25) -> None:
+        self.incidents = incidents
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.base_delay_s = base_delay_s
+        self._pools: dict[str, Pool] = {}
+
+    @staticmethod
+    def payload(event: str, incident: dict[str, Any], contact: Any) -> bytes:
+        verb = {"incident.opened": "opened", "incident.resolved": "resolved"}[event]
+        text = (f"[shipyard] incident #{incident['id']} {verb}: {incident['title']} "
+                f"(feature {incident['feature']}, {incident['duty']} owner {incident['owner']})")
+        if contact.payload_format == "slack":
+            return orjson.dumps({"text": text})
+        public = {k: incident.get(k) for k in ("id", "feature", "key", "duty", "owner", "status", "title",
+                                                "details", "opened_at", "resolved_at")}
+        return orjson.dumps({"event": event, "incident": public, "text": text})
+
+    async def deliver(self, event: str, incident: dict[str, Any], contact: Any) -> bool:
+        if not contact.webhook:
+            return False
+        body = self.payload(event, incident, contact)
+        url = contact.webhook
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for attempt in range(self.retries + 1):
+            outcome: dict[str, Any] = {"event": event, "attempt": attempt + 1, "owner": contact.name}
+            try:
+                pool = self._pools.get(origin) or self._pools.setdefault(origin, Pool(origin))
+                async with asyncio.timeout(self.timeout_s):
+                    resp = await pool.request("POST", target, b"Content-Type: application/json\r\n", body)
+                    await resp.read()
+                outcome["status"] = resp.status
+                if 200 <= resp.status < 300:
+                    await asyncio.to_thread(self.incidents.event, incident["id"], "notified", outcome)
+                    return True
+            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+                outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            await asyncio.to_thread(self.incidents.event, incident["id"], "delivery_failed", outcome)
+            if attempt < self.retries:
+                await asyncio.sleep(min(30.0, self.base_delay_s * 2 ** attempt))
+        _log.warning("incident #%s: %s could not be delivered to %s after %d attempts", incident["id"], event,
+                     contact.name, self.retries + 1)
+        return False
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
+class Monitor:
+    """Evaluates every feature's alerts and keeps incidents in step with them."""
+
+    def __init__(self, config: Any, incidents: Any, background: Any) -> None:
+        self.config = config
+        self.incidents = incidents
+        self.background = background
+        spec = config.model.monitor
+        self.notifier = Notifier(incidents, timeout_s=spec.webhook_timeout_s, retries=spec.webhook_retries)
+
+    def alerts(self, now: float) -> list[tuple[str, Alert]]:
+        """(feature, alert) for every alert this config defines, with its verdict now (blocking I/O)."""
+        out: list[tuple[str, Alert]] = []
+        guard_window = parse_duration(self.config.model.monitor.guard_window)
+        for name, spec in self.config.model.features.items():
+            if spec.slo is not None:
+                def counts(since: float, latency_ms: float | None, _n: str = name) -> dict[str, int]:
+                    return self.incidents.window_counts(_n, since, latency_ms)
+
+                out.extend((name, a) for a in slo_alerts(name, spec.slo, counts, now))
+            if spec.guard is not None or spec.output_schema is not None:
+                n = self.incidents.severe_findings(name, now - guard_window)
+                out.append((name, Alert(
+                    "guard:critical", "risk", n > 0,
+                    f"{name}: {n} call(s) with a critical guard finding in the last "
+                    f"{self.config.model.monitor.guard_window}",
+                    {"critical_calls": n, "window": self.config.model.monitor.guard_window},
+                )))
+        return out
+
+    async def evaluate(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One round: open incidents for alerts that fire, resolve those that stopped. Returns what changed."""
+        now = time.time() if now is None else now
+        changes: list[dict[str, Any]] = []
+        verdicts = await asyncio.to_thread(self.alerts, now)
+        for feature, alert in verdicts:
+            contact = self.config.model.features[feature].owners.contact(alert.duty)
+            existing = await asyncio.to_thread(self.incidents.find_open, feature, alert.key)
+            if alert.firing and existing is None:
+                opened = await asyncio.to_thread(
+                    self.incidents.open, feature=feature, key=alert.key, duty=alert.duty, owner=contact.name,
+                    title=alert.title, details=alert.details,
+                )
+                if opened is not None:  # another replica may have opened it a moment ago
+                    changes.append({"opened": opened["id"], "feature": feature, "key": alert.key})
+                    self.background.spawn(self.notifier.deliver("incident.opened", opened, contact))
+            elif not alert.firing and existing is not None:
+                if await asyncio.to_thread(self.incidents.transition, existing["id"], "resolved",
+                                           {"by": "monitor", "details": alert.details}):
+                    resolved = await asyncio.to_thread(self.incidents.get, existing["id"])
+                    changes.append({"resolved": existing["id"], "feature": feature, "key": alert.key})
+                    self.background.spawn(self.notifier.deliver("incident.resolved", resolved, contact))
+            elif alert.firing and existing is not None:
+                pass  # deduplicated: the open incident already says so
+        return changes

@@ -1,0 +1,234 @@
+"""Alerts end to end: a fake upstream degrades, traffic flows through a real server, and a webhook receiver
+on 127.0.0.1 gets exactly one incident for the right owner, then its resolution."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from shipyard import load_config
+from shipyard.cli import app
+from shipyard.config import parse_config
+from shipyard.monitor.alerts import burn_rate, slo_alerts
+from shipyard.store import Store
+from tests.fakes import Fail, Reply
+
+
+class Receiver:
+    """A webhook receiver: records each POST (path and JSON body); answers ``fail_first`` 500s first."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.posts: list[tuple[str, dict]] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if receiver.fail_first > 0:
+                    receiver.fail_first -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.posts.append((self.path, orjson.loads(body)))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n: int, timeout: float = 20.0) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + timeout
+        while len(self.posts) < n:
+            assert time.monotonic() < deadline, f"{len(self.posts)} of {n} webhook posts: {self.posts}"
+            time.sleep(0.05)
+        return self.posts
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def config(primary, hook: str, extra: str = "", slo: str = "") -> str:
+    return f"""
+monitor: {{interval_s: 0.2, guard_window: 3s, webhook_retries: 3}}
+providers:
+  primary: {{kind: openai, base_url: "{primary.url}", api_key: none}}
+features:
+  triage:
+    owners:
+      incidents: {{name: support-oncall, webhook: "{hook}/oncall"}}
+      changes: ml-team
+      evaluation: {{name: ml-team, webhook: "{hook}/ml"}}
+      risk: {{name: ana, webhook: "{hook}/risk"}}
+    route: [{{provider: primary, model: m, timeout_s: 2, retries: 0}}]
+    circuit_breaker: {{enabled: false}}
+{slo or '''    slo:
+      availability: 0.9
+      period: 1d
+      burn_alerts: [{long: 4s, short: 2s, factor: 2}]
+      min_calls: 5'''}
+{extra}
+"""
+
+
+def chat(served, n: int) -> list[int]:
+    return [httpx.post(f"{served.base_url}/v1/chat/completions", timeout=10,
+                       json={"model": "triage", "messages": [{"role": "user", "content": f"hi {i}"}]}).status_code
+            for i in range(n)]
+
+
+def test_an_outage_opens_one_incident_for_the_oncall_owner_then_resolves_it(primary, write_config, serve, receiver):
+    path = write_config(config(primary, receiver.url))
+    primary.default = Fail(500)
+    served = serve(path)
+    assert set(chat(served, 10)) == {503}
+    posts = receiver.wait(1)
+    time.sleep(1.0)  # more rounds while the outage lasts: still one incident (deduplicated)
+    chat(served, 3)
+    assert len(receiver.posts) == 1
+    where, body = posts[0]
+    assert where == "/oncall" and body["event"] == "incident.opened"
+    assert body["incident"]["duty"] == "incidents" and body["incident"]["owner"] == "support-oncall"
+    assert body["incident"]["key"] == "slo:availability:4s/2s" and "triage" in body["text"]
+    primary.default = Reply()
+    time.sleep(2.1)  # the short window forgets the failures
+    assert set(chat(served, 10)) == {200}
+    posts = receiver.wait(2)
+    assert [(p, b["event"]) for p, b in posts] == [("/oncall", "incident.opened"), ("/oncall", "incident.resolved")]
+    store = Store(load_config(path).model.storage)
+    [incident] = store.incidents.list(include_resolved=True)
+    timeline = [e["kind"] for e in store.incidents.get(incident["id"])["timeline"]]
+    assert incident["status"] == "resolved" and timeline == ["opened", "notified", "resolved", "notified"]
+    store.close()
+
+
+def test_deliveries_are_retried_with_backoff_and_recorded(primary, write_config, serve):
+    receiver = Receiver(fail_first=2)
+    try:
+        path = write_config(config(primary, receiver.url))
+        primary.default = Fail(500)
+        served = serve(path)
+        chat(served, 10)
+        receiver.wait(1)
+        store = Store(load_config(path).model.storage)
+        deadline = time.monotonic() + 5
+        while True:
+            [incident] = store.incidents.list()
+            timeline = [e["kind"] for e in store.incidents.get(incident["id"])["timeline"]]
+            if "notified" in timeline or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert timeline == ["opened", "delivery_failed", "delivery_failed", "notified"]
+        store.close()
+    finally:
+        receiver.close()
+
+
+def test_a_critical_guard_finding_goes_to_the_risk_owner_in_slack_format(primary, write_config, serve, receiver):
+    guard = """    guard:
+      policy:
+        - {name: no-legal-advice, on: output, match: "(?i)you should sue", severity: critical, action: block}
+"""
+    slo = "    slo: {availability: 0.9, burn_alerts: [{long: 4s, short: 2s, factor: 2}]}"
+    path = write_config(config(primary, receiver.url, extra=guard, slo=slo).replace(
+        'risk: {name: ana, webhook: "' + receiver.url + '/risk"}',
+        'risk: {name: ana, webhook: "' + receiver.url + '/risk", format: slack}'))
+    primary.default = Reply("Honestly, you should sue them.")
+    served = serve(path)
+    assert chat(served, 1) == [400]
+    [(where, body)] = receiver.wait(1)
+    assert where == "/risk" and set(body) == {"text"} and "critical guard finding" in body["text"]
+    assert "you should sue" not in body["text"].lower()  # names the rule's count, never the text
+
+
+def test_incidents_cli_lists_acks_and_resolves_with_an_audit_entry(primary, write_config, serve, receiver):
+    path = write_config(config(primary, receiver.url))
+    primary.default = Fail(500)
+    served = serve(path)
+    chat(served, 10)
+    receiver.wait(1)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["incidents", "list", "--config", str(path), "--json"])
+    [row] = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert row["status"] == "open" and row["owner"] == "support-oncall"
+    assert runner.invoke(app, ["incidents", "ack", str(row["id"]), "--config", str(path)]).exit_code == 0
+    again = runner.invoke(app, ["incidents", "ack", str(row["id"]), "--config", str(path)])
+    assert again.exit_code == 1 and "acknowledged" in again.stderr
+    shown = runner.invoke(app, ["incidents", "show", str(row["id"]), "--config", str(path)])
+    assert "acknowledged" in shown.stdout and "notified" in shown.stdout
+    owners = runner.invoke(app, ["owners", "--config", str(path)])
+    assert "support-oncall" in owners.stdout and "/oncall" in owners.stdout
+    store = Store(load_config(path).model.storage)
+    assert [e["action"] for e in store.audit.export() if e["action"].startswith("incident.")] == ["incident.acknowledged"]
+    store.close()
+
+
+def test_burn_rate_needs_both_windows_and_enough_calls():
+    assert burn_rate(1, 100, 0.99) == pytest.approx(1.0) and burn_rate(0, 0, 0.99) == 0.0
+    slo = parse_config("""
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9", api_key: none}}
+features:
+  f:
+    owners: {incidents: a, changes: b, evaluation: c, risk: d}
+    route: [{provider: p, model: m}]
+    slo: {availability: 0.99, burn_alerts: [{long: 1h, short: 5m, factor: 14.4}], min_calls: 10}
+""").model.features["f"].slo
+    now = 10_000.0
+
+    def counts(long: dict, short: dict):
+        return lambda since, _ms: long if since < now - 3000 else short
+
+    def fires(long: dict, short: dict) -> bool:
+        return slo_alerts("f", slo, counts(long, short), now)[0].firing
+
+    assert fires({"total": 1000, "errors": 200, "slow": 0}, {"total": 50, "errors": 20, "slow": 0})
+    assert not fires({"total": 1000, "errors": 200, "slow": 0}, {"total": 50, "errors": 1, "slow": 0})  # over
+    assert not fires({"total": 1000, "errors": 50, "slow": 0}, {"total": 50, "errors": 20, "slow": 0})  # a blip
+    assert not fires({"total": 8, "errors": 8, "slow": 0}, {"total": 8, "errors": 8, "slow": 0})  # too few calls
+
+
+def test_config_errors_for_owners_and_slos(write_config):
+    with pytest.raises(Exception, match="http:// or https://"):
+        parse_config("""
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9", api_key: none}}
+features:
+  f:
+    owners: {incidents: {name: a, webhook: "ftp://x"}, changes: b, evaluation: c, risk: d}
+    route: [{provider: p, model: m}]
+""")
+    with pytest.raises(Exception, match="not a duration"):
+        parse_config("""
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9", api_key: none}}
+features:
+  f:
+    owners: {incidents: a, changes: b, evaluation: c, risk: d}
+    route: [{provider: p, model: m}]
+    slo: {availability: 0.99, burn_alerts: [{long: 1 hour, short: 5m, factor: 14.4}]}
+""")
+    with pytest.raises(Exception, match="risk"):
+        parse_config("""
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9", api_key: none}}
+features:
+  f:
+    owners: {incidents: a, changes: b, evaluation: c}
+    route: [{provider: p, model: m}]
+""")
