@@ -16,11 +16,12 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from itertools import accumulate, compress, islice
+from operator import itemgetter, lt
 
 from shipyard.errors import PIIBlocked
-from shipyard.guard._pii_normalize import normalize, to_original
-from shipyard.guard._pii_patterns import STRUCTURED, Candidate, run_rules
+from shipyard.guard._pii_normalize import normalize, prepare, to_original
+from shipyard.guard._pii_patterns import STRUCTURED, Finding, run_rules, structured
 
 __all__ = [
     "ACTIONS",
@@ -40,17 +41,6 @@ ACTIONS: tuple[str, ...] = ("redact", "mask", "hash", "pseudonymize", "block")
 _MASKABLE = frozenset({"phone", "card", "iban", "ssn"})
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One detected entity; ``start``/``end`` index the original text and ``text`` is that slice."""
-
-    entity: str
-    start: int
-    end: int
-    text: str
-    score: float
-
-
 def _entity_set(entities: Iterable[str] | None) -> frozenset[str]:
     if entities is None:
         return frozenset(ENTITIES)
@@ -61,16 +51,48 @@ def _entity_set(entities: Iterable[str] | None) -> frozenset[str]:
     return chosen
 
 
-def _resolve(cands: list[Candidate]) -> list[Candidate]:
-    """Non-overlapping candidates, sorted by start: on overlap the higher score wins, then the longer."""
-    cands.sort(key=lambda c: (c[1], -c[3], c[1] - c[2]))
-    kept: list[Candidate] = []
+_START = itemgetter(1)
+_END = itemgetter(2)
+
+
+def _resolve(cands: list[Finding]) -> list[Finding]:
+    """Non-overlapping candidates, sorted by start: on overlap the higher score wins, then the longer.
+
+    Candidates that overlap nothing pass through; only each cluster of overlapping ones is resolved in
+    Python, and the clusters are found with C-level iteration (a running maximum of the ends).
+    """
+    cands.sort(key=_START)
+    if len(cands) < 2:
+        return cands
+    reach = accumulate(map(_END, cands), max)  # the furthest end so far
+    joins = list(compress(range(1, len(cands)), map(lt, map(_START, islice(cands, 1, None)), reach)))
+    if not joins:
+        return cands
+    kept: list[Finding] = []
+    done = 0
+    i = 0
+    while i < len(joins):
+        first = last = joins[i]  # candidate `first` overlaps what came before it: a cluster from first-1
+        while i + 1 < len(joins) and joins[i + 1] == last + 1:
+            i += 1
+            last = joins[i]
+        kept.extend(cands[done:first - 1])
+        kept.extend(_resolve_cluster(cands[first - 1:last + 1]))
+        done = last + 1
+        i += 1
+    kept.extend(cands[done:])
+    return kept
+
+
+def _resolve_cluster(cands: list[Finding]) -> list[Finding]:
+    cands.sort(key=lambda c: (c.start, -c.score, c.start - c.end))
+    kept: list[Finding] = []
     for c in cands:
-        if kept and c[1] < kept[-1][2]:
+        if kept and c.start < kept[-1].end:
             last = kept[-1]
-            if (c[3], c[2] - c[1]) > (last[3], last[2] - last[1]):
+            if (c.score, c.end - c.start) > (last.score, last.end - last.start):
                 kept.pop()
-                while kept and c[1] < kept[-1][2]:
+                while kept and c.start < kept[-1].end:
                     kept.pop()
                 kept.append(c)
             continue
@@ -78,12 +100,9 @@ def _resolve(cands: list[Candidate]) -> list[Candidate]:
     return kept
 
 
-_WORD_CHARS = re.compile(r"\w")
-
-
-def _repeat_names(text: str, cands: list[Candidate]) -> list[Candidate]:
+def _repeat_names(text: str, cands: list[Finding]) -> list[Finding]:
     """Other mentions of an introduced name ("my name is Ana Ruiz ... Ana") are the same person."""
-    names = {text[s:e] for ent, s, e, _ in cands if ent == "person"}
+    names = {c.text for c in cands if c.entity == "person"}
     if not names:
         return []
     tokens = set(names)
@@ -91,20 +110,26 @@ def _repeat_names(text: str, cands: list[Candidate]) -> list[Candidate]:
         tokens.update(w for w in n.split(" ") if len(w) > 2)
     alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
     pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
-    return [("person", m.start(), m.end(), 0.65) for m in pattern.finditer(text)]
+    return [Finding("person", m.start(), m.end(), m.group(), 0.65) for m in pattern.finditer(text)]
 
 
 def detect(text: str, entities: Iterable[str] | None = None) -> list[Finding]:
     """Find PII in ``text``: non-overlapping findings sorted by start, offsets into ``text``."""
     wanted = _entity_set(entities)
-    folded, origin = normalize(text)
-    cands = list(run_rules(folded, wanted))
-    if "person" in wanted:
-        cands.extend(_repeat_names(folded, cands))
+    want_structured = bool(wanted & STRUCTURED)
+    folded, origin, cls = prepare(text, want_classes=want_structured)
+    cands = structured(folded, cls, wanted) if want_structured else []
+    if wanted - STRUCTURED:
+        cands.extend(run_rules(folded, wanted))
+        if "person" in wanted:
+            cands.extend(_repeat_names(folded, cands))
+    kept = _resolve(cands)
+    if folded is text:
+        return kept  # the detectors' offsets and slices are the original's
     findings = []
-    for entity, s, e, score in _resolve(cands):
-        start, end = to_original(origin, s, e)
-        findings.append(Finding(entity, start, end, text[start:end], score))
+    for f in kept:
+        start, end = to_original(origin, f.start, f.end)
+        findings.append(Finding(f.entity, start, end, text[start:end], f.score))
     return findings
 
 

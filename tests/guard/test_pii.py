@@ -270,6 +270,40 @@ def test_binary_garbage_is_handled():
     assert ("email", "ana@example.com") in found(garbage + " ana@example.com")
 
 
+def test_lone_surrogates_and_nul_bytes_do_not_crash_or_hide_pii():
+    text = "\ud800 mail ana@example.com\udfff card 4111 1111 1111 1111 \ud83d\x00ip 10.0.0.1\x00"
+    fs = detect(text)
+    assert [(f.entity, f.text) for f in fs] == [
+        ("email", "ana@example.com"), ("card", "4111 1111 1111 1111"), ("ip", "10.0.0.1")]
+    assert all(text[f.start:f.end] == f.text for f in fs)
+    nuls = "\x00" * 100_000 + "zoe@example.com" + "\x00" * 100_000
+    assert found(nuls) == [("email", "zoe@example.com")]
+    assert detect("\x00" * 1000 + "\ud800" * 1000) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "hidden"),
+    [
+        ("write to \u0430na@ex\u0430mple.com today", "email", "\u0430na@ex\u0430mple.com"),  # Cyrillic а
+        ("card ４１１１\u3000１１１１\u3000１１１１\u3000１１１１ ok", "card",  # fullwidth, ideographic spaces
+         "４１１１\u3000１１１１\u3000１１１１\u3000１１１１"),
+        ("IBAN DE89\u200b 3704 0044 0532\u200c 0130 00.", "iban", "DE89\u200b 3704 0044 0532\u200c 0130 00"),
+        ("call +44\u00a020\u00a07946\u00a00958 now", "phone", "+44\u00a020\u00a07946\u00a00958"),
+        ("SSN\u00a0123\u201145\u20116789", "ssn", "123\u201145\u20116789"),  # non-breaking hyphens
+    ],
+)
+def test_look_alikes_and_invisibles_hiding_an_entity(text, entity, hidden):
+    (f,) = detect(text)
+    assert (f.entity, f.text) == (entity, hidden)
+    assert text[f.start:f.end] == hidden
+
+
+def test_entities_among_other_scripts():
+    text = "Карта 4111 1111 1111 1111, почта ана@пример.рф или ana@example.com; 電話 +44 20 7946 0958。"
+    assert found(text, pii.STRUCTURED_ENTITIES) == [
+        ("card", "4111 1111 1111 1111"), ("email", "ana@example.com"), ("phone", "+44 20 7946 0958")]
+
+
 def test_mixed_scripts_and_a_five_megabyte_input():
     filler = "Съешь ещё этих мягких булок 你好世界 ωμέγα العربية — words, words 12 words. "
     text = filler * (5_000_000 // len(filler)) + "contact: zoe@example.com"
