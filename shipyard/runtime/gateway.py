@@ -22,6 +22,8 @@ from ..config import BreakerSpec, Config, RetentionSpec, load_config
 from ..economics.pricing import Price, PriceTable
 from ..economics.quotas import rate_rules
 from ..errors import ProviderError, UnknownFeature
+from ..monitor.metrics import Metrics
+from ..monitor.tracing import Tracing
 from ..providers import available_kinds, get_provider_class
 from ..state import open_state
 from ..store import Store, TraceWriter, retention

@@ -49,6 +49,9 @@ class Services:
     embedder: Any = None
     observers: dict[str, Callable[[Call, str | None], None]] = field(default_factory=dict)
     """Per feature: told of each finished call as its trace is recorded (online evaluation)."""
+    recorders: list[Callable[[Call], None]] = field(default_factory=list)
+    """Every feature: told of each finished call once, after its trace is submitted (metrics, tracing).
+    They run on the request path: keep them to a few dict updates, and never raise."""
 
 
 def build_stages(feature: Feature, services: Services) -> list[Stage]:
@@ -66,8 +69,8 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
     PII and the cache, so they judge the answer the client would get, cached or not.
     """
     spec = feature.spec
-    stages: list[Stage] = [Admit(services.auth, services.keys), Record(services.submit, services.observers.get(feature.name)),
-                           InputContract()]
+    record = Record(services.submit, services.observers.get(feature.name), services.recorders)
+    stages: list[Stage] = [Admit(services.auth, services.keys), record, InputContract()]
     guard = spec.guard
     if guard is not None and guard.injection is not None:
         stages.append(InjectionScreen(guard.injection))  # before limits: a blocked call costs nothing

@@ -6,6 +6,7 @@ A stage may act before passing the call on, after it comes back, or instead of p
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -29,6 +30,8 @@ from .feature import describe, schema_errors
 
 Next = Callable[[Call], Awaitable[Any]]
 
+_log = logging.getLogger("shipyard.runtime")
+
 
 class Stage(Protocol):
     async def handle(self, call: Call, next: Next) -> Any: ...
@@ -38,9 +41,11 @@ class Record:
     """Outermost: whatever happens inside, the call ends up in the trace store, exactly once."""
 
     def __init__(self, submit: Callable[[dict[str, Any]], None],
-                 observe: Callable[[Call, str | None], None] | None = None) -> None:
+                 observe: Callable[[Call, str | None], None] | None = None,
+                 recorders: list[Callable[[Call], None]] | None = None) -> None:
         self.submit = submit
         self.observe = observe
+        self.recorders = recorders if recorders is not None else []  # the list itself: later additions count
 
     async def handle(self, call: Call, next: Next) -> Any:
         try:
@@ -117,6 +122,11 @@ class Record:
         )
         if self.observe is not None:
             self.observe(call, answer)
+        for record in self.recorders:
+            try:
+                record(call)
+            except Exception as exc:  # noqa: BLE001 - metrics and tracing must never break a call
+                _log.warning("a recorder (%r) failed on %s: %r", record, call.trace_id, exc)
 
 
 class InputContract:

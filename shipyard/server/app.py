@@ -261,6 +261,17 @@ class Api:
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus metrics of this process (text format, or OpenMetrics if the scraper asks); with
+        ``auth: keys``, for an admin key unless ``telemetry.metrics_public``."""
+        if not self.gateway.config.model.telemetry.metrics_public:
+            try:
+                (await self.principal(request)).require("admin")
+            except ShipyardError as exc:
+                return json_response(exc.to_dict(), exc.status)
+        body, content_type = await self.gateway.metrics.render(request.headers.get("accept", ""))
+        return Response(body, media_type=None, headers={"content-type": content_type})
+
     async def readyz(self, request: Request) -> Response:
         if self.gateway.draining:
             return json_response({"status": "draining"}, 503)
@@ -340,6 +351,7 @@ def create_app(gateway: Gateway, *, freeze_heap: bool = False) -> Any:
     routes = [
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
         Route("/v1/models", api.models, methods=["GET"]),
         Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
         Route("/v1/embeddings", api.embeddings, methods=["POST"]),

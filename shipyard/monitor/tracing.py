@@ -1,0 +1,406 @@
+"""OpenTelemetry spans for every call and every attempt, exported by OTLP/HTTP when configured.
+
+The spans are built after the fact, from the finished ``Call``: its start time, its attempts (each with
+its offset from the start and its latency), status, usage and events. So the request path pays nothing
+when tracing is off, and when it is on only a sampling test and an append to a queue
+(``Tracing.record``); a worker thread turns the queue into spans, and the SDK's batch processor
+exports them from its own thread.
+
+The OTel trace id *is* the call's trace id (the 32 hex digits of ``x-shipyard-trace-id``), so a support
+ticket's header leads straight to the trace in any OTLP backend. Sampling is decided on that id the
+way OpenTelemetry's ``TraceIdRatioBased`` does (its low 64 bits), so every replica keeps the same calls.
+
+Spans follow the GenAI semantic conventions: the call is a ``SERVER`` span named
+``{gen_ai.operation.name} {feature}`` (the feature is the model a client asks Shipyard for), each
+attempt a ``CLIENT`` span (``INTERNAL`` for an in-process model) named
+``{gen_ai.operation.name} {model}`` with ``gen_ai.provider.name`` (and the older ``gen_ai.system``),
+``gen_ai.request.model``, ``gen_ai.usage.*`` and ``error.type``; Shipyard's own attributes are under
+``shipyard.*``. No prompt, answer or provider error message is ever put on a span: only what names
+things (codes, counts, rule names), as in the trace store.
+
+A tracing failure never breaks a call: it is logged once and the span is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from ..errors import error_class_name
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from ..runtime.call import Attempt, Call
+
+# The OpenTelemetry SDK is imported when tracing is configured, not before: a gateway without it does
+# not pay for the import (~150 ms, a few MiB).
+
+_log = logging.getLogger("shipyard.monitor")
+
+DRAIN_S = 0.2
+"""How often the worker turns queued calls into spans."""
+MAX_PENDING = 20_000
+"""Calls waiting to become spans; past it new ones are dropped (and counted)."""
+OPERATIONS = {"chat": "chat", "invoke": "chat", "embed": "embeddings"}
+"""gen_ai.operation.name by Call.op: a typed feature is a chat completion of its rendered prompt."""
+PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "python": "shipyard.python"}
+"""gen_ai.provider.name by provider kind; another kind (a plugin) is named by itself."""
+_MAX_TOKENS = ("max_tokens", "max_completion_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """What a span says of a configured provider."""
+
+    name: str  # gen_ai.provider.name
+    address: str | None = None
+    port: int | None = None
+    in_process: bool = False
+
+    @classmethod
+    def of(cls, kind: str, base_url: Any = None) -> ProviderInfo:
+        address = port = None
+        if isinstance(base_url, str) and base_url:
+            try:
+                parts = urlsplit(base_url)
+                address = parts.hostname
+                port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+            except ValueError:
+                pass
+        return cls(PROVIDER_NAMES.get(kind, kind), address, port, kind == "python")
+
+
+def traces_endpoint(base: str) -> str:
+    """An OTLP/HTTP base URL (``http://collector:4318``), as OTEL_EXPORTER_OTLP_ENDPOINT is written, with
+    the traces path; a URL that already ends in ``/v1/traces`` is kept."""
+    base = base.rstrip("/")
+    return base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+
+
+def _call_ids() -> Any:
+    """An IdGenerator whose trace ids come from the call being turned into spans (``use(id)`` just before
+    its root span starts, on the same thread); random ones otherwise, and random span ids always."""
+    from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+
+    class CallIds(IdGenerator):
+        def __init__(self) -> None:
+            self._random = RandomIdGenerator()
+            self._local = threading.local()
+
+        def use(self, trace_id: int) -> None:
+            self._local.trace_id = trace_id
+
+        def generate_span_id(self) -> int:
+            return self._random.generate_span_id()
+
+        def generate_trace_id(self) -> int:
+            trace_id = getattr(self._local, "trace_id", 0)
+            if trace_id:
+                self._local.trace_id = 0
+                return int(trace_id)
+            return self._random.generate_trace_id()
+
+    return CallIds()
+
+
+class Tracing:
+    """The spans of one gateway. ``record(call)`` is the per-call hook; ``aclose()`` flushes."""
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        service_name: str | None = None,
+        sample: float = 1.0,
+        providers: Mapping[str, ProviderInfo] | None = None,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        from opentelemetry import trace
+        from opentelemetry.context import Context
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+        self._otel = trace
+        self._empty_context = Context
+        self.providers = dict(providers or {})
+        self.sample = sample
+        self._bound = min(max(round(sample * 2**64), 0), 2**64)
+        self._ids = _call_ids()
+        attributes = {"service.name": service_name} if service_name else {}
+        resource = Resource.create(attributes)
+        if resource.attributes.get("service.name", "").startswith("unknown_service"):
+            # neither the config nor OTEL_SERVICE_NAME named it
+            resource = resource.merge(Resource({"service.name": "shipyard"}))
+        # Sampling is decided in record() (before any work); OTEL_TRACES_SAMPLER must not sample again.
+        self.provider = TracerProvider(sampler=ALWAYS_ON, resource=resource, id_generator=self._ids,
+                                       shutdown_on_exit=False)
+        # Exports as soon as 512 spans wait, else every second; up to 8,192 queued while a collector is slow.
+        self.provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=8192, schedule_delay_millis=1000))
+        self.tracer = self.provider.get_tracer("shipyard")
+        self.max_pending = max_pending
+        self.pending: deque[tuple[Call, float]] = deque()
+        self.dropped = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._drain_lock = threading.Lock()
+        self._failed: set[str] = set()
+
+    @classmethod
+    def from_config(cls, config: Any, exporter: SpanExporter | None = None) -> Tracing | None:
+        """Tracing as ``telemetry:`` (or OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+        asks, through ``exporter`` if given (tests); None when no endpoint is configured, or when
+        OTEL_SDK_DISABLED=true."""
+        spec = config.model.telemetry
+        if exporter is None:
+            if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+                return None
+            endpoint = spec.otlp_endpoint
+            if endpoint is None and not (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                                         or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+                return None
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            # endpoint None: the exporter reads the OTEL_EXPORTER_OTLP_* variables itself
+            exporter = OTLPSpanExporter(endpoint=traces_endpoint(endpoint) if endpoint else None,
+                                        headers=dict(spec.otlp_headers) or None,
+                                        timeout=spec.export_timeout_s)
+        providers = {name: ProviderInfo.of(p.kind, p.settings.get("base_url"))
+                     for name, p in config.providers.items()}
+        return cls(exporter, service_name=spec.service_name, sample=spec.sample, providers=providers)
+
+    # -- per call (the event loop) -----------------------------------------------------------------
+
+    def sampled(self, trace_id: str) -> bool:
+        """Whether a call's spans are kept: its trace id's low 64 bits under ``sample`` * 2^64."""
+        try:
+            return int(trace_id[16:32], 16) < self._bound
+        except ValueError:
+            return False
+
+    def record(self, call: Call) -> None:
+        """Queue a finished call for the worker. Never raises; a full queue drops the call (counted)."""
+        try:
+            if not self.sampled(call.trace_id):
+                return
+            if len(self.pending) >= self.max_pending:
+                self.dropped += 1
+                self._fail_once("queue", f"{self.max_pending} calls are waiting to become spans; dropping")
+                return
+            self.pending.append((call, call.elapsed_ms()))
+            if self._thread is None:
+                self._start()
+        except Exception as exc:  # noqa: BLE001 - tracing must never break a call
+            self._fail_once("record", exc)
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shipyard-spans", daemon=True)
+        self._thread.start()
+
+    # -- the worker thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(DRAIN_S)
+            self._wake.clear()
+            self.drain()
+
+    def drain(self) -> None:
+        """Turn every queued call into spans (handed to the batch processor)."""
+        with self._drain_lock:
+            pending = self.pending
+            while pending:
+                call, elapsed_ms = pending.popleft()
+                try:
+                    self.spans(call, elapsed_ms)
+                except Exception as exc:  # noqa: BLE001 - one odd call must not stop the others
+                    self._fail_once("span", exc)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Build and export everything queued so far (blocking)."""
+        self.drain()
+        return self.provider.force_flush(int(timeout_s * 1000))
+
+    async def aclose(self) -> None:
+        """Export what is queued and stop (on Gateway.aclose). Safe to call twice."""
+        self._stopping = True
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(self._close, thread)
+
+    def _close(self, thread: threading.Thread | None) -> None:
+        if thread is not None:
+            thread.join()
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - a collector away at shutdown loses the last spans
+            self._fail_once("flush", exc)
+        self.provider.shutdown()
+
+    def _fail_once(self, what: str, exc: object) -> None:
+        if what not in self._failed:
+            self._failed.add(what)
+            _log.warning("tracing: %s failed (logged once; calls are not affected): %s", what, exc)
+
+    # -- building spans ----------------------------------------------------------------------------
+
+    def spans(self, call: Call, elapsed_ms: float) -> None:
+        """The call's span and one child per attempt, with the times they really had."""
+        otel = self._otel
+        SpanKind, Status, StatusCode = otel.SpanKind, otel.Status, otel.StatusCode
+        start_ns = int(call.started_at * 1e9)
+        end_ns = start_ns + int(elapsed_ms * 1e6)
+        operation = OPERATIONS.get(call.op, call.op)
+        try:
+            trace_id = int(call.trace_id, 16)
+        except ValueError:
+            trace_id = 0  # not 32 hex digits (a caller's own id): the span gets a random one
+        self._ids.use(trace_id if 0 < trace_id < 2**128 else 0)
+        root = self.tracer.start_span(f"{operation} {call.feature.name}", context=self._empty_context(),
+                                      kind=SpanKind.SERVER, attributes=self._call_attributes(call, operation),
+                                      start_time=start_ns)
+        for event in call.events:
+            root.add_event(str(event.get("kind")), _event_attributes(event),
+                           timestamp=start_ns + int(float(event.get("at_ms") or 0.0) * 1e6))
+        parent = otel.set_span_in_context(root)
+        serving = _serving(call)
+        sole_ok = sum(1 for a in call.attempts if a.outcome == "ok") == 1
+        for index, attempt in enumerate(call.attempts):
+            a_start = start_ns + int(attempt.offset_ms * 1e6)
+            a_end = a_start + int(attempt.latency_ms * 1e6)
+            attributes = self._attempt_attributes(call, attempt, index, operation)
+            if attempt is serving and call.stream:
+                # A stream's attempt lasts until its last chunk; its latency is the time to the first one.
+                attributes["shipyard.time_to_first_chunk_ms"] = round(attempt.latency_ms, 3)
+                a_end = max(a_end, end_ns)
+            if attempt is serving and sole_ok and call.usage:
+                _usage(attributes, call.usage)
+            info = self.providers.get(attempt.provider)
+            kind = SpanKind.INTERNAL if info is not None and info.in_process else SpanKind.CLIENT
+            span = self.tracer.start_span(f"{operation} {attempt.model}", context=parent, kind=kind,
+                                          attributes=attributes, start_time=a_start)
+            if attempt.outcome == "error":
+                span.set_status(Status(StatusCode.ERROR, attempt.error_type or "error"))
+            span.end(end_time=max(a_start, a_end))
+        if call.status == "error":
+            root.set_status(Status(StatusCode.ERROR, error_class_name(call.error) if call.error else "error"))
+        root.end(end_time=end_ns)
+
+    def _call_attributes(self, call: Call, operation: str) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": call.feature.name,
+            "shipyard.feature": call.feature.name,
+            "shipyard.op": call.op,
+            "shipyard.status": call.status,
+            "shipyard.stream": call.stream,
+            "shipyard.attempts": len(call.attempts),
+        }
+        if call.route is not None:
+            attributes["shipyard.route"] = call.route
+            provider, slash, model = call.route.partition("/")
+            if slash and model:
+                attributes["gen_ai.response.model"] = model
+                info = self.providers.get(provider)
+                if info is not None:
+                    attributes["gen_ai.provider.name"] = info.name
+        if call.error is not None:
+            attributes["error.type"] = error_class_name(call.error)
+        if call.usage:
+            _usage(attributes, call.usage)
+        body = call.body if call.op != "embed" else {}
+        for field in _MAX_TOKENS:
+            if isinstance(body.get(field), int):
+                attributes["gen_ai.request.max_tokens"] = body[field]
+                break
+        for field in ("temperature", "top_p"):
+            value = body.get(field)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attributes[f"gen_ai.request.{field}"] = float(value)
+        if call.cache is not None:
+            attributes["shipyard.cache"] = call.cache
+        if call.cost_nano is not None:
+            attributes["shipyard.cost_usd"] = call.cost_nano / 1e9
+            attributes["shipyard.cost_estimated"] = call.cost_estimated
+        if call.tenant is not None:
+            attributes["shipyard.tenant"] = call.tenant
+        severity = call.severity
+        if severity is not None:
+            attributes["shipyard.severity"] = severity
+        segment = call.metadata.get("segment")
+        data = call.input if isinstance(call.input, dict) else {}
+        for key in call.feature.spec.segments:
+            value = segment.get(key) if segment else None
+            if value is None:
+                value = data.get(key)
+            if value is not None:
+                attributes[f"shipyard.segment.{key}"] = str(value)[:64]
+        return attributes
+
+    def _attempt_attributes(self, call: Call, attempt: Attempt, index: int, operation: str) -> dict[str, Any]:
+        info = self.providers.get(attempt.provider) or ProviderInfo(attempt.provider)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": info.name,
+            "gen_ai.system": info.name,  # its name before semantic conventions 1.37 (older backends read it)
+            "gen_ai.request.model": attempt.model,
+            "shipyard.feature": call.feature.name,
+            "shipyard.route": f"{attempt.provider}/{attempt.model}",
+            "shipyard.attempt": index,
+            "shipyard.outcome": attempt.outcome,
+        }
+        if attempt.outcome == "ok":
+            attributes["gen_ai.response.model"] = attempt.model  # the route's (a dated name is not kept)
+        elif attempt.outcome == "error":
+            attributes["error.type"] = attempt.error_type or "error"
+        elif attempt.error_type:
+            # skipped (circuit_open, overloaded) or cancelled (a hedge lost, the client left)
+            attributes["shipyard.skip_reason"] = attempt.error_type
+        if attempt.status_code is not None:
+            attributes["http.response.status_code"] = attempt.status_code
+        if info.address:
+            attributes["server.address"] = info.address
+            if info.port:
+                attributes["server.port"] = info.port
+        return attributes
+
+
+def _serving(call: Call) -> Attempt | None:
+    """The attempt whose answer the call returned: the last successful one at the call's route."""
+    for attempt in reversed(call.attempts):
+        if attempt.outcome == "ok" and call.route == f"{attempt.provider}/{attempt.model}":
+            return attempt
+    return None
+
+
+def _usage(attributes: dict[str, Any], usage: Mapping[str, Any]) -> None:
+    for name, field in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+        if usage.get(field) is not None:
+            attributes[f"gen_ai.usage.{name}"] = int(usage[field])
+
+
+def _event_attributes(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's fields as span event attributes: plain values as they are, others as JSON. Free text
+    (``message``) is left out: it may quote a request."""
+    out: dict[str, Any] = {}
+    for key, value in event.items():
+        if key in ("kind", "at_ms", "message") or value is None:
+            continue
+        if isinstance(value, str | bool | int | float):
+            out[key] = value
+        else:
+            out[key] = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return out
