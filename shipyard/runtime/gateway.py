@@ -29,8 +29,6 @@ from ..state import open_state
 from ..store import Store, TraceWriter, retention
 from ..store.audit import digest
 from ..store.content import ContentKeyError
-from ..monitor.metrics import Metrics
-from ..monitor.tracing import Tracing
 from ..monitor.alerts import Monitor
 from .call import Call, ChunkStream
 from .feature import Feature
