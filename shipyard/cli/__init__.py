@@ -129,7 +129,7 @@ def _open(config: Path | None) -> tuple[Any, Any]:
     except Exception as exc:  # noqa: BLE001 - a storage that cannot be reached is a clear, one-line error
         fail(f"cannot open storage: {exc}")
     model = cfg.model
-    store.use_key_envs({n: (f.retention or model.retention).key_env for n, f in model.features.items()})
+    store.use_key_envs({n: model.retention_of(n).key_env for n in model.features})
     return cfg, store
 
 

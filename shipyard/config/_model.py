@@ -142,6 +142,31 @@ class SloSpec(Strict):
         return self
 
 
+class QualityField(Strict):
+    required: bool = False
+    type: Literal["string", "number"] | None = None
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=1)
+    min: float | None = None
+    max: float | None = None
+    values: list[str] | None = None
+    """The values a categorical field is expected to take."""
+    languages: list[str] | None = None
+    """ISO 639-1 codes the text is expected in (py3langid, as the policy rules)."""
+
+
+class QualitySpec(Strict):
+    """Data quality of the inputs as they arrive (shipyard/monitor/quality.py): counted, never refused."""
+
+    fields: dict[str, QualityField] = Field(min_length=1)
+    max_problem_rate: float = Field(0.05, gt=0, le=1)
+    """More calls than this share with a problem over ``window``: an alert for the incidents owner."""
+    window: str = "15m"
+    min_calls: int = Field(20, ge=1)
+
+    _check = field_validator("window")(classmethod(lambda cls, v: _duration(v)))
+
+
 class MonitorSpec(Strict):
     interval_s: float = Field(10.0, gt=0, le=3600)
     """How often the server evaluates alerts."""
@@ -365,6 +390,9 @@ class RetentionSpec(Strict):
     key_env: str = Field("SHIPYARD_CONTENT_KEY", min_length=1)
     """The environment variable holding the base64 key(s) of ``encrypted`` (never in the config file):
     ``NEW[,OLD...]``, the first encrypts, any decrypts (rotation)."""
+    purge_unknown_features: bool = False
+    """Top level only: also purge the traces of features this config does not name (by the top-level
+    ``traces_days``). Off by default: services with different configs may share one database."""
 
 
 class PriceSpec(Strict):
@@ -458,10 +486,11 @@ class FeatureSpec(Strict):
     guard: GuardSpec | None = None
     eval: EvalSpec | None = None
     slo: SloSpec | None = None
+    quality: QualitySpec | None = None
     segments: list[str] = Field(default_factory=list, max_length=10)
     """Input fields (or ``X-Shipyard-Segment-<name>`` headers) that split scores and metrics by segment."""
     retention: RetentionSpec | None = None
-    """Overrides the top-level ``retention:`` for this feature."""
+    """What it sets overrides the top-level ``retention:`` for this feature (the rest is inherited)."""
     max_output_tokens: int = Field(1024, ge=1)
     """Used to reserve budget for a request that does not set max_tokens itself."""
 
@@ -546,6 +575,13 @@ class ConfigModel(Strict):
         if not re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://", value):
             raise ValueError("storage must be a sqlite:///PATH or postgresql://USER@HOST/DB URL")
         return value
+
+    def retention_of(self, feature: str) -> RetentionSpec:
+        """A feature's retention: the top-level one, with what the feature's own ``retention:`` sets."""
+        own = self.features[feature].retention
+        if own is None:
+            return self.retention
+        return self.retention.model_copy(update={k: getattr(own, k) for k in own.model_fields_set})
 
     @model_validator(mode="after")
     def _routes_name_providers(self) -> ConfigModel:

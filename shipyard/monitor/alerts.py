@@ -158,6 +158,17 @@ class Monitor:
                     return self.incidents.window_counts(_n, since, latency_ms)
 
                 out.extend((name, a) for a in slo_alerts(name, spec.slo, counts, now))
+            if spec.quality is not None:
+                q = spec.quality
+                c = self.incidents.quality_counts(name, now - parse_duration(q.window))
+                rate = c["problems"] / c["total"] if c["total"] else 0.0
+                out.append((name, Alert(
+                    "quality", "incidents", c["total"] >= q.min_calls and rate > q.max_problem_rate,
+                    f"{name}: {c['problems']} of {c['total']} inputs ({rate:.1%}) with a data-quality problem in "
+                    f"the last {q.window}, above {q.max_problem_rate:.1%}",
+                    {"problems": c["problems"], "total": c["total"], "rate": round(rate, 4),
+                     "max_problem_rate": q.max_problem_rate, "window": q.window},
+                )))
             if spec.guard is not None or spec.output_schema is not None:
                 n = self.incidents.severe_findings(name, now - guard_window)
                 out.append((name, Alert(

@@ -173,7 +173,7 @@ class Gateway:
             backoff = Backoff(b.base_s, b.max_s, b.max_retry_after_s, rand)
             prices = [self._price(name, i) for i in range(len(fspec.route))]
             feature = Feature.build(name, fspec, breakers, backoff, prices)
-            feature.retention = fspec.retention or model.retention
+            feature.retention = model.retention_of(name)
             self._check_content_key(name, feature.retention)
             feature.pipeline = build_pipeline(build_stages(feature, self.services), self.router)
             self.features[name] = feature
@@ -183,6 +183,8 @@ class Gateway:
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
         self._purger: asyncio.Task[None] | None = None
+        self.jobs = False
+        """Run the scheduled jobs (retention purge, alert evaluation) once started: the server sets it."""
         self._watcher: asyncio.Task[None] | None = None
         self.monitor = Monitor(config, self.store.incidents, self.services.background)
 
@@ -284,8 +286,9 @@ class Gateway:
                 await asyncio.to_thread(self.embedder.load)
             await self.writer.start()
             atexit.register(self.writer.flush_sync)
-            self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
-            self._watcher = asyncio.get_running_loop().create_task(self._monitor_loop())
+            if self.jobs:  # the server's: a notebook, a test or `shipyard eval run` purges and alerts nothing
+                self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
+                self._watcher = asyncio.get_running_loop().create_task(self._monitor_loop())
             self.ready = True
 
     @property

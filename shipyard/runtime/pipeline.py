@@ -8,6 +8,7 @@ from typing import Any
 
 from ..access import KeyRing
 from ..economics.quotas import BudgetRule, RateRule
+from ..monitor.quality import QualityStage
 from ..state import State
 from .caching import Cache
 from .call import Background, Call
@@ -71,6 +72,8 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
     spec = feature.spec
     record = Record(services.submit, services.observers.get(feature.name), services.recorders)
     stages: list[Stage] = [Admit(services.auth, services.keys), record, InputContract()]
+    if spec.quality is not None:
+        stages.append(QualityStage(spec.quality))  # counts what arrives, as it arrived (before any redaction)
     guard = spec.guard
     if guard is not None and guard.injection is not None:
         stages.append(InjectionScreen(guard.injection))  # before limits: a blocked call costs nothing

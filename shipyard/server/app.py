@@ -331,6 +331,7 @@ def create_app(gateway: Gateway, *, freeze_heap: bool = False) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.jobs = True  # the server purges expired traces and evaluates alerts on schedule
         await gateway.start()
         if freeze_heap:
             # Everything allocated so far (modules, config, schemas, pools) lives as long as the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import logging
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,8 @@ from .writer import TraceWriter
 __all__ = ["AuditLog", "Store", "TraceWriter", "metadata"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_REDACTING = Sealer()  # redacted content needs no key
+log = logging.getLogger("shipyard.store")
 _MIGRATE_LOCK = threading.Lock()
 
 
@@ -74,6 +77,7 @@ class Store:
         self.sealers: dict[str, Sealer] = {}
         """Content keys by environment variable name (see ``content_sealer``)."""
         self._key_envs: dict[str, str] = {}
+        self._seal_warned = False
         """Each feature's key variable, when not the default (the gateway and the CLI tell it)."""
 
     def use_key_envs(self, by_feature: dict[str, str]) -> None:
@@ -176,9 +180,15 @@ class Store:
         content = rec.get("content")
         row = {**rec, "content_mode": mode if content is not None else None, "content": None}
         if content is not None and mode != "none":
-            sealer = self.content_sealer(rec.get("content_key_env") or "SHIPYARD_CONTENT_KEY",
-                                         required=mode == "encrypted")
-            row["content"] = sealer.seal(content, mode, rec["trace_id"])
+            try:
+                sealer = (self.content_sealer(rec.get("content_key_env") or "SHIPYARD_CONTENT_KEY", required=True)
+                          if mode == "encrypted" else _REDACTING)
+                row["content"] = sealer.seal(content, mode, rec["trace_id"])
+            except Exception as exc:  # noqa: BLE001 - the trace is kept, without its content
+                row["content"], row["content_mode"] = None, None
+                if not self._seal_warned:
+                    self._seal_warned = True
+                    log.error("a trace's content could not be sealed (%s); traces are kept without it", exc)
         elif mode == "none":
             row["content_mode"] = None
         if rec.get("subject") is not None:
@@ -187,6 +197,8 @@ class Store:
             row["error_message"] = scrub(rec["error_message"])
         if rec.get("events"):
             row["events"] = scrub(rec["events"])
+            quality = sum(len(e.get("problems") or ()) for e in rec["events"] if e.get("kind") == "quality")
+            row["quality"] = quality or None
         return row
 
     @functools.cached_property

@@ -36,10 +36,14 @@ traces = sa.Table(
     sa.Column("content", sa.Text),
     sa.Column("content_mode", sa.String(16)),
     sa.Column("severity", sa.String(16)),  # the worst guard finding of the call
+    # 0007: monitoring. quality: how many data-quality problems the input had; segment: "lang=es,tier=gold"
+    sa.Column("quality", sa.Integer),
+    sa.Column("segment", sa.String(200)),
     sa.Index("ix_traces_started_at", "started_at"),
     sa.Index("ix_traces_feature_started_at", "feature", "started_at"),
     sa.Index("ix_traces_tenant_started_at", "tenant", "started_at"),
     sa.Index("ix_traces_subject", "subject"),
+    sa.Index("ix_traces_feature_segment", "feature", "segment", "started_at"),
 )
 
 attempts = sa.Table(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from typing import Any
 
@@ -41,17 +42,23 @@ def redact_text(text: str) -> str:
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
-    """``value`` with every string in it redacted (dict keys are names, not data, and stay). Below 32
+    """``value`` with every string in it redacted, keys and long numbers too (a card sent as a number, an
+email used as a key). Below 32
     levels, what is left becomes one redacted text of its strings: a hostile, deeply nested input costs
     no recursion (and orjson, which refuses to encode past 255 levels, can still write it)."""
     if isinstance(value, str):
         return redact_text(value) if len(value) >= 5 else value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**8:
+        text = str(value)  # a card, a phone or an SSN given as a number
+        redacted = redact_text(text)
+        return redacted if redacted != text else value
     if depth >= 32 and isinstance(value, list | dict):
         return redact_text(" ".join(_strings(value)))
     if isinstance(value, list):
         return [scrub(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: scrub(v, depth + 1) for k, v in value.items()}
+        return {(redact_text(k) if isinstance(k, str) and len(k) >= 5 else k): scrub(v, depth + 1)
+                for k, v in value.items()}
     return value
 
 
@@ -71,10 +78,11 @@ def _strings(value: Any) -> list[str]:
 
 
 def _dumps(content: Any) -> bytes:
+    """JSON of what a caller passed (the Python API takes anything: a set, bytes become text)."""
     try:
-        return orjson.dumps(content)
+        return orjson.dumps(content, default=str)
     except TypeError:  # nested deeper than orjson encodes: keep the text, flattened below 32 levels
-        return orjson.dumps(_flatten(content))
+        return orjson.dumps(_flatten(content), default=str)
 
 
 def _flatten(value: Any, depth: int = 0) -> Any:
@@ -137,7 +145,7 @@ class Sealer:
         if content is None or mode == "none":
             return None
         if mode == "redacted":
-            return orjson.dumps(scrub(content)).decode()
+            return _dumps(scrub(orjson.loads(_dumps(content)))).decode()
         if self.current is None:
             raise ContentKeyError("no content key to encrypt with")
         nonce = os.urandom(12)
@@ -158,10 +166,10 @@ class Sealer:
                 f"trace {trace_id} was encrypted with key {kid}, which is not among the keys given"
                 + (f" ({', '.join(self.keys)})" if self.keys else " (none)")
             )
-        raw = base64.b64decode(blob)
         try:
+            raw = base64.b64decode(blob, validate=True)
             return orjson.loads(aead.decrypt(raw[:12], raw[12:], trace_id.encode()))
-        except Exception as exc:  # cryptography's InvalidTag: wrong key or altered blob
+        except Exception as exc:  # InvalidTag (wrong key, altered blob), bad base64, a truncated blob
             raise ContentKeyError(f"trace {trace_id}: the stored content does not open (altered, or moved "
                                   "from another trace)") from exc
 
@@ -170,7 +178,16 @@ class Sealer:
         return isinstance(stored, str) and stored.startswith(_PREFIX)
 
 
+SUBJECT_KEY_ENV = "SHIPYARD_SUBJECT_KEY"
+
+
 def subject_digest(subject: str) -> str:
     """What the store keeps of a subject id: a digest, so that the id (often an email or a customer
-    number) never reaches disk, while ``shipyard forget --subject ID`` finds the same rows."""
+    number) never reaches disk, while ``shipyard forget --subject ID`` finds the same rows. Keyed (HMAC)
+    with ``$SHIPYARD_SUBJECT_KEY`` when it is set, so that a guessed id cannot be checked against the
+    table or the audit log without the key; set it before the first call (changing it orphans the
+    digests made before)."""
+    key = os.environ.get(SUBJECT_KEY_ENV, "").encode()
+    if key:
+        return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()[:40]
     return hashlib.sha256(b"shipyard-subject\x00" + subject.encode()).hexdigest()[:40]

@@ -102,6 +102,17 @@ class IncidentStore:
             total, errors, slow_n = conn.execute(query).one()
         return {"total": int(total or 0), "errors": int(errors or 0), "slow": int(slow_n or 0)}
 
+    def quality_counts(self, feature: str, since: float) -> dict[str, int]:
+        """Calls of a feature since ``since``: total, and those whose input had a data-quality problem or
+        broke the input schema (refused with 422)."""
+        bad = sa.or_(traces.c.quality > 0, traces.c.error_type == "input_validation_failed")
+        query = sa.select(sa.func.count(), sa.func.sum(sa.case((bad, 1), else_=0))).where(
+            traces.c.feature == feature, traces.c.started_at >= since,
+            sa.or_(traces.c.tenant.is_(None), traces.c.tenant != "eval"))
+        with self.engine.connect() as conn:
+            total, problems = conn.execute(query).one()
+        return {"total": int(total or 0), "problems": int(problems or 0)}
+
     def severe_findings(self, feature: str, since: float, severity: str = "critical") -> int:
         query = sa.select(sa.func.count()).select_from(traces).where(
             traces.c.feature == feature, traces.c.started_at >= since, traces.c.severity == severity,

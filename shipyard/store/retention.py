@@ -19,18 +19,16 @@ DAY_S = 86400.0
 
 def cutoffs(model: ConfigModel, now: float) -> tuple[dict[str, float], float | None]:
     """Per feature of the config, the start time before which its traces go (features that keep theirs
-    forever are absent), and the cutoff for features no longer in the config (the top-level retention)."""
+    forever get no cutoff), and the cutoff for the traces of features the config does not name: only
+    with the top-level ``purge_unknown_features`` (another service's config may name them)."""
     out: dict[str, float] = {}
-    for name, spec in model.features.items():
-        days = (spec.retention or model.retention).traces_days
-        if days is not None:
-            out[name] = now - days * DAY_S
+    for name in model.features:
+        days = model.retention_of(name).traces_days
+        out[name] = now - days * DAY_S if days is not None else float("-inf")
     default = model.retention.traces_days
-    # A feature that keeps forever must not be swept up as "not in cutoffs": give it no cutoff at all.
-    keep = [n for n, s in model.features.items() if (s.retention or model.retention).traces_days is None]
-    if default is not None and keep:
-        out.update(dict.fromkeys(keep, float("-inf")))
-    return out, (now - default * DAY_S if default is not None else None)
+    if not model.retention.purge_unknown_features or default is None:
+        return out, None
+    return out, now - default * DAY_S
 
 
 def purge(store: Store, model: ConfigModel, actor: str, *, now: float | None = None) -> dict[str, int]:

@@ -180,7 +180,9 @@ async def test_the_server_purges_expired_traces_on_its_schedule(primary, backup,
                                          feature_extra="retention: {traces_days: 1}"))
     old = {"trace_id": "e" * 32, "feature": "triage", "op": "chat", "stream": False, "status": "ok", "started_at": time.time() - 3 * 86400,
            "latency_ms": 1.0, "attempts": [], "events": []}
-    async with Gateway.from_config(path) as gw:
+    gw = Gateway.from_config(path)
+    gw.jobs = True  # as the server does
+    async with gw:
         gw.store.insert_traces([old])
         fresh = await gw.chat("triage", [{"role": "user", "content": "hi"}])
         deadline = time.monotonic() + 10

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from shipyard.config import parse_config
+from shipyard.config import RetentionSpec, parse_config
 from shipyard.store import Store, retention
 from shipyard.store.content import ContentKeyError, Sealer, new_key, parse_keys, subject_digest
 from tests.store.test_store import postgres_url, record, store_url  # noqa: F401 - fixtures
@@ -17,6 +17,10 @@ from tests.store.test_store import postgres_url, record, store_url  # noqa: F401
 EMAIL = "jane.roe@example.org"
 CARD = "4111 1111 1111 1111"
 CONTENT = {"messages": [{"role": "user", "content": f"I am {EMAIL}, card {CARD}"}], "answer": f"Noted, {EMAIL}."}
+
+
+def parse_retention(**fields) -> RetentionSpec:
+    return RetentionSpec.model_validate(fields)
 
 
 def traced(i: int, feature: str, *, age_days: float = 0.0, subject: str | None = None, mode: str = "redacted",
@@ -117,7 +121,7 @@ def test_purge_follows_each_features_retention_and_is_audited(store):
             traced(4, "default", age_days=91), traced(5, "default", age_days=89), traced(6, "gone", age_days=91),
             traced(7, "gone", age_days=1)]
     store.insert_traces(rows)
-    deleted = retention.purge(store, config(), "test")
+    deleted = retention.purge(store, config("retention: {purge_unknown_features: true}"), "test")
     assert deleted == {"short": 1, "default": 1, "gone": 1}
     left = {r["trace_id"] for r in store.list_traces(limit=100)}
     assert left == {f"{i:032x}" for i in (2, 3, 5, 7)}
@@ -128,10 +132,21 @@ def test_purge_follows_each_features_retention_and_is_audited(store):
     assert sum(e["action"] == "retention.purged" for e in store.audit.export()) == 1
 
 
-def test_keep_forever_at_the_top_level_keeps_features_that_left_the_config(store):
+def test_features_this_config_does_not_name_are_left_alone_unless_asked(store):
     store.insert_traces([traced(1, "gone", age_days=5000), traced(2, "short", age_days=3)])
-    assert retention.purge(store, config("retention: {traces_days: null}"), "test") == {"short": 1}
+    assert retention.purge(store, config(), "test") == {"short": 1}  # another service's feature, perhaps
+    assert retention.purge(store, config("retention: {traces_days: null, purge_unknown_features: true}"),
+                           "test") == {}
     assert store.get_trace(f"{1:032x}") is not None
+
+
+def test_a_features_retention_inherits_what_it_does_not_set():
+    model = config("retention: {traces_days: 7, key_env: MY_KEY}")
+    model = model.model_copy(update={"features": {**model.features, "default": model.features["default"]
+                                                  .model_copy(update={"retention": parse_retention(store_content="none")})}})
+    merged = model.retention_of("default")
+    assert (merged.traces_days, merged.store_content, merged.key_env) == (7, "none", "MY_KEY")
+    assert model.retention_of("short").traces_days == 1 and model.retention_of("short").key_env == "MY_KEY"
 
 
 def test_forget_erases_one_subject_everywhere_and_audits_its_digest(store):
@@ -151,3 +166,36 @@ def test_forget_erases_one_subject_everywhere_and_audits_its_digest(store):
 def test_the_subject_id_never_reaches_the_table(store):
     store.insert_traces([traced(1, "default", subject=EMAIL)])
     assert store.get_trace(f"{1:032x}")["subject"] == subject_digest(EMAIL) != EMAIL
+
+
+def test_a_malformed_key_loses_no_trace_when_nothing_encrypts(store, monkeypatch):
+    monkeypatch.setenv("SHIPYARD_CONTENT_KEY", "not-a-key")
+    assert store.insert_traces([traced(1, "default")]) == 1
+    assert store.get_trace(f"{1:032x}")["content"]["answer"] == "Noted, [EMAIL]."
+
+
+def test_content_that_is_not_json_is_stored_as_text_and_a_failed_seal_keeps_the_trace(store, monkeypatch):
+    store.insert_traces([traced(1, "default", content={"input": {"tags": {"a"}, "raw": b"bytes"}})])
+    assert store.get_trace(f"{1:032x}")["content"]["input"]["tags"] == "{'a'}"
+    monkeypatch.delenv("SHIPYARD_CONTENT_KEY", raising=False)
+    fresh = Store(store.url)
+    assert fresh.insert_traces([traced(2, "default", mode="encrypted")]) == 1  # no key: kept, without content
+    got = fresh.get_trace(f"{2:032x}")
+    assert got["content"] is None and got["status"] == "ok"
+    fresh.close()
+
+
+def test_a_damaged_blob_is_a_clear_error(store, monkeypatch):
+    monkeypatch.setenv("SHIPYARD_CONTENT_KEY", new_key())
+    sealer = Sealer.from_env("SHIPYARD_CONTENT_KEY", required=True)
+    blob = sealer.seal(CONTENT, "encrypted", "t")
+    with pytest.raises(ContentKeyError, match="does not open"):
+        sealer.open(blob[:-7] + "!!!", "t")
+
+
+def test_subject_digests_are_keyed_when_a_key_is_set(monkeypatch):
+    plain = subject_digest("ana@example.com")
+    monkeypatch.setenv("SHIPYARD_SUBJECT_KEY", "k1")
+    keyed = subject_digest("ana@example.com")
+    monkeypatch.setenv("SHIPYARD_SUBJECT_KEY", "k2")
+    assert len({plain, keyed, subject_digest("ana@example.com")}) == 3

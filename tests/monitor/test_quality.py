@@ -1,0 +1,94 @@
+"""Data quality of arriving inputs: each problem kind, counted on the trace, and an alert when the rate of
+problem calls crosses the configured share."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from shipyard import Gateway, load_config
+from shipyard.config import parse_config
+from shipyard.monitor.quality import QualityChecker, encoding_problem
+from shipyard.store import Store
+from tests.monitor.test_incidents import Receiver
+
+BASE = """
+providers: {p: {kind: openai, base_url: "http://127.0.0.1:9", api_key: none}}
+features:
+  f:
+    owners: {incidents: a, changes: b, evaluation: c, risk: d}
+    route: [{provider: p, model: m}]
+    quality:
+      fields:
+        text: {required: true, min_length: 3, max_length: 40, languages: [en]}
+        amount: {type: number, min: 0, max: 100}
+        tier: {values: [free, pro]}
+"""
+
+
+@pytest.fixture(scope="module")
+def checker():
+    return QualityChecker(parse_config(BASE).model.features["f"].quality)
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"text": "Where is my parcel, please?", "amount": 5, "tier": "pro"}, []),
+    ({"amount": 5}, [("text", "missing")]),
+    ({"text": "   "}, [("text", "empty")]),
+    ({"text": "hi"}, [("text", "too_short")]),
+    ({"text": "a very long message that goes on and on and on"}, [("text", "too_long")]),
+    ({"text": "Dónde está mi paquete, por favor?"}, [("text", "language")]),
+    ({"text": "CafÃ© order broken"}, [("text", "encoding")]),
+    ({"text": "Where is my parcel?", "amount": -1}, [("amount", "below_min")]),
+    ({"text": "Where is my parcel?", "amount": 1000}, [("amount", "above_max")]),
+    ({"text": "Where is my parcel?", "amount": "12"}, [("amount", "type")]),
+    ({"text": "Where is my parcel?", "tier": "gold"}, [("tier", "unexpected_value")]),
+])
+def test_each_problem_kind(checker, data, expected):
+    assert [(p["field"], p["problem"]) for p in checker.check(data)] == expected
+
+
+def test_encoding_problems():
+    assert encoding_problem("caf\ufffd") and encoding_problem("a\x00b") and encoding_problem("â€™s")
+    assert not encoding_problem("café, naïve, 東京, emoji 🎉")
+
+
+def test_a_rate_of_problem_inputs_over_the_limit_opens_an_incident(primary, write_config, serve):
+    receiver = Receiver()
+    try:
+        path = write_config(f"""
+monitor: {{interval_s: 0.2}}
+providers:
+  p: {{kind: openai, base_url: "{primary.url}", api_key: none}}
+features:
+  intake:
+    owners:
+      incidents: {{name: oncall, webhook: "{receiver.url}/oncall"}}
+      changes: b
+      evaluation: c
+      risk: d
+    route: [{{provider: p, model: m}}]
+    prompt: [{{role: user, content: "{{{{ text }}}}"}}]
+    quality:
+      fields: {{text: {{required: true, min_length: 5}}}}
+      max_problem_rate: 0.2
+      window: 1m
+      min_calls: 10
+""")
+        served = serve(path)
+        for i in range(10):
+            text = "ok" if i % 2 else "a proper question"
+            assert httpx.post(f"{served.base_url}/v1/features/intake/invoke", json={"input": {"text": text}}).status_code == 200
+        [(where, body)] = receiver.wait(1)
+        assert where == "/oncall" and body["incident"]["key"] == "quality"
+        assert body["incident"]["details"]["problems"] == 5 and body["incident"]["details"]["total"] == 10
+        store = Store(load_config(path).model.storage)
+        rows = [store.get_trace(r["trace_id"]) for r in store.list_traces(limit=20)]
+        assert sorted(r["quality"] or 0 for r in rows) == [0] * 5 + [1] * 5
+        problem = next(e for r in rows for e in r["events"] if e["kind"] == "quality")
+        assert problem["problems"] == [{"field": "text", "problem": "too_short"}]
+        store.close()
+    finally:
+        receiver.close()
