@@ -3,12 +3,10 @@ problem calls crosses the configured share."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from shipyard import Gateway, load_config
+from shipyard import load_config
 from shipyard.config import parse_config
 from shipyard.monitor.quality import QualityChecker, encoding_problem
 from shipyard.store import Store
