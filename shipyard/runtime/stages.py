@@ -25,6 +25,7 @@ from ..errors import (
     error_class_name,
 )
 from ..providers._format import chat_completion, chunks_from_completion, message_text
+from ..monitor.metrics import SegmentLabels
 from .call import Call, ChunkStream
 from .feature import describe, schema_errors
 
@@ -115,6 +116,7 @@ class Record:
                 "cache": call.cache,
                 "subject": call.subject,
                 "severity": call.severity,
+                "segment": segment_of(call),
                 "content": self.content(call, answer),
                 "content_mode": retention.store_content,
                 "content_key_env": retention.key_env,
@@ -127,6 +129,15 @@ class Record:
                 record(call)
             except Exception as exc:  # noqa: BLE001 - metrics and tracing must never break a call
                 _log.warning("a recorder (%r) failed on %s: %r", record, call.trace_id, exc)
+
+
+def segment_of(call: Call) -> str | None:
+    """The call's segment as the trace keeps it (``lang=es,tier=gold`` over the feature's declared
+    ``segments``, from X-Shipyard-Segment-* headers or input fields), None for a feature without any."""
+    keys = call.feature.spec.segments
+    if not keys:
+        return None
+    return SegmentLabels(keys).canonical(call.metadata.get("segment"), call.input) or None
 
 
 class InputContract:

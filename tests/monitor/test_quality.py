@@ -3,6 +3,8 @@ problem calls crosses the configured share."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -90,3 +92,26 @@ features:
         store.close()
     finally:
         receiver.close()
+
+
+def test_traces_keep_the_segment_from_headers_or_input_fields(primary, write_config, serve):
+    path = write_config(f"""
+providers:
+  p: {{kind: openai, base_url: "{primary.url}", api_key: none}}
+features:
+  intake:
+    owners: {{incidents: a, changes: b, evaluation: c, risk: d}}
+    route: [{{provider: p, model: m}}]
+    prompt: [{{role: user, content: "{{{{ text }}}}"}}]
+    segments: [lang, tier]
+""")
+    served = serve(path)
+    url = f"{served.base_url}/v1/features/intake/invoke"
+    httpx.post(url, json={"input": {"text": "hola", "lang": "es"}}, headers={"x-shipyard-segment-tier": "gold"})
+    httpx.post(url, json={"input": {"text": "hi"}})
+    store = Store(load_config(path).model.storage)
+    deadline = time.monotonic() + 10
+    while store.count_traces() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(str(r["segment"]) for r in store.list_traces()) == ["None", "lang=es,tier=gold"]
+    store.close()
