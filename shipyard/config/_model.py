@@ -172,6 +172,8 @@ class MonitorSpec(Strict):
     """How often the server evaluates alerts."""
     guard_window: str = "5m"
     """A critical guard finding in this window is an alert for the risk owner."""
+    budget_alert_at: float = Field(0.9, gt=0, le=1)
+    """A feature that has spent this share of its daily or monthly budget alerts its incidents owner."""
     webhook_timeout_s: float = Field(5.0, gt=0, le=60)
     webhook_retries: int = Field(4, ge=0, le=10)
 
@@ -433,6 +435,12 @@ class OnlineEvalSpec(Strict):
     """What judge checks may spend per UTC day (per process); past it they are skipped."""
     checks: list[str] | None = None
     """Names of the reference-free checks to run [default: all of them]."""
+    alert_below: float | None = Field(None, gt=0, le=1)
+    """An alert for the evaluation owner when the mean online score over ``alert_window`` falls below."""
+    alert_window: str = "1h"
+    alert_min_samples: int = Field(20, ge=1)
+
+    _check = field_validator("alert_window")(classmethod(lambda cls, v: _duration(v)))
 
 
 class EvalSpec(Strict):

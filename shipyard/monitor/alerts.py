@@ -22,6 +22,7 @@ delivery and failure is on the incident's timeline.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import time
 from typing import Any
@@ -141,9 +142,10 @@ class Notifier:
 class Monitor:
     """Evaluates every feature's alerts and keeps incidents in step with them."""
 
-    def __init__(self, config: Any, incidents: Any, background: Any) -> None:
+    def __init__(self, config: Any, incidents: Any, background: Any, evals: Any = None) -> None:
         self.config = config
         self.incidents = incidents
+        self.evals = evals
         self.background = background
         spec = config.model.monitor
         self.notifier = Notifier(incidents, timeout_s=spec.webhook_timeout_s, retries=spec.webhook_retries)
@@ -169,6 +171,20 @@ class Monitor:
                     {"problems": c["problems"], "total": c["total"], "rate": round(rate, 4),
                      "max_problem_rate": q.max_problem_rate, "window": q.window},
                 )))
+            if spec.budget is not None:
+                out.extend((name, a) for a in self._budget_alerts(name, spec.budget, now))
+            online = spec.eval.online if spec.eval is not None else None
+            if online is not None and online.alert_below is not None and self.evals is not None:
+                rows = self.evals.online(name, now - parse_duration(online.alert_window))
+                scores = [r["score"] for r in rows]
+                mean = sum(scores) / len(scores) if scores else None
+                firing = mean is not None and len(scores) >= online.alert_min_samples and mean < online.alert_below
+                out.append((name, Alert(
+                    "eval:online", "evaluation", firing,
+                    f"{name}: online evaluation score {mean if mean is not None else float('nan'):.3f} over "
+                    f"{len(scores)} sampled call(s) in the last {online.alert_window}, below {online.alert_below:g}",
+                    {"mean_score": mean, "samples": len(scores), "alert_below": online.alert_below},
+                )))
             if spec.guard is not None or spec.output_schema is not None:
                 n = self.incidents.severe_findings(name, now - guard_window)
                 out.append((name, Alert(
@@ -177,6 +193,23 @@ class Monitor:
                     f"{self.config.model.monitor.guard_window}",
                     {"critical_calls": n, "window": self.config.model.monitor.guard_window},
                 )))
+        return out
+
+    def _budget_alerts(self, name: str, budget: Any, now: float) -> list[Alert]:
+        at = self.config.model.monitor.budget_alert_at
+        day = now - now % 86400
+        month = calendar.timegm((*time.gmtime(now)[:2], 1, 0, 0, 0))
+        out = []
+        for period, limit, since in (("day", budget.usd_per_day, day), ("month", budget.usd_per_month, month)):
+            if limit is None or limit <= 0:
+                continue
+            spent = self.incidents.spent_usd(name, since)
+            out.append(Alert(
+                f"budget:{period}", "incidents", spent >= at * limit,
+                f"{name}: spent ${spent:.2f} of its ${limit:g} {period}ly budget ({spent / limit:.0%}; "
+                f"alert at {at:.0%})",
+                {"period": period, "spent_usd": round(spent, 6), "limit_usd": limit, "alert_at": at},
+            ))
         return out
 
     async def evaluate(self, now: float | None = None) -> list[dict[str, Any]]:

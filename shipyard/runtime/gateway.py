@@ -186,7 +186,7 @@ class Gateway:
         self.jobs = False
         """Run the scheduled jobs (retention purge, alert evaluation) once started: the server sets it."""
         self._watcher: asyncio.Task[None] | None = None
-        self.monitor = Monitor(config, self.store.incidents, self.services.background)
+        self.monitor = Monitor(config, self.store.incidents, self.services.background, self.store.evals)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Gateway:

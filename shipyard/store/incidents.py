@@ -113,6 +113,13 @@ class IncidentStore:
             total, problems = conn.execute(query).one()
         return {"total": int(total or 0), "problems": int(problems or 0)}
 
+    def spent_usd(self, feature: str, since: float) -> float:
+        """What a feature's calls cost since ``since`` (an evaluation's own included: it is real money)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(traces.c.cost_usd), 0.0)).where(
+            traces.c.feature == feature, traces.c.started_at >= since)
+        with self.engine.connect() as conn:
+            return float(conn.execute(query).scalar_one())
+
     def severe_findings(self, feature: str, since: float, severity: str = "critical") -> int:
         query = sa.select(sa.func.count()).select_from(traces).where(
             traces.c.feature == feature, traces.c.started_at >= since, traces.c.severity == severity,

@@ -232,3 +232,20 @@ features:
     owners: {incidents: a, changes: b, evaluation: c}
     route: [{provider: p, model: m}]
 """)
+
+
+def test_budget_and_online_evaluation_alerts_reach_their_owners(primary, write_config, serve, receiver):
+    extra = """    budget: {usd_per_day: 0.001, mode: soft}
+    eval:
+      checks: [{name: instant, type: latency, max_ms: 0.001}]
+      online: {sample: 1.0, alert_below: 0.5, alert_window: 1m, alert_min_samples: 3}
+"""
+    text = config(primary, receiver.url, extra=extra, slo="    slo: {availability: 0.5}").replace(
+        "providers:", 'pricing:\n  "primary/m": {input: 1000, output: 1000}\nproviders:')
+    path = write_config(text)
+    primary.default = Reply(usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
+    served = serve(path)
+    assert set(chat(served, 4)) == {200}
+    receiver.wait(2)
+    got = {(where, body["incident"]["key"]) for where, body in receiver.posts}
+    assert got == {("/oncall", "budget:day"), ("/ml", "eval:online")}
