@@ -25,6 +25,12 @@ HtmlOut = Annotated[Path | None, typer.Option("--html", help="Write the HTML rep
 JunitOut = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here (for CI systems)")]
 
 
+def _closed_at_end(ctx: typer.Context, store: Any) -> None:
+    """Close the store's connections when the command ends, however it ends (a PostgreSQL connection left
+    to the garbage collector is an error at exit)."""
+    ctx.call_on_close(store.close)
+
+
 def _eval_spec(gateway: Any, feature: str) -> Any:
     try:
         spec = gateway.feature(feature).spec
@@ -71,6 +77,7 @@ def _gate(gateway: Any, run: dict[str, Any], summary: dict[str, Any], baseline_i
 
 @eval_app.command("run")
 def eval_run(
+    ctx: typer.Context,
     feature: Annotated[str, typer.Argument(help="The feature to evaluate")],
     config: ConfigOption = None,
     dataset: Annotated[Path | None, typer.Option("--dataset", "-d", help="JSONL/CSV cases [default: eval.dataset]")] = None,
@@ -85,10 +92,11 @@ def eval_run(
 ) -> None:
     """Run every case through the feature's production pipeline and score it; prints the run id last."""
     from ..eval.cases import DatasetError, load_cases
-    from ..eval.runner import Runner
+    from ..eval.runner import Runner, file_digest
     from ..eval.scoring import summarize
 
     gateway = _gateway(config)
+    _closed_at_end(ctx, gateway.store)
     spec = _eval_spec(gateway, feature)
     evals = gateway.store.evals
     if resume is not None:
@@ -112,6 +120,17 @@ def eval_run(
     except OSError as exc:
         fail(f"cannot read the dataset {source}: {exc.strerror or exc}")
     runner = Runner(gateway, feature, spec.checks, repeat=repeat, concurrency=concurrency, use_cache=not no_cache)
+    try:
+        digest = file_digest(source)
+    except OSError as exc:
+        fail(f"cannot read the dataset {source}: {exc.strerror or exc}")
+    if resume is not None:
+        conflict = runner.resume_conflict(row, evals.results(resume), cases)
+        if conflict is not None:
+            fail(f"cannot resume: {conflict}")
+        if row["dataset_digest"] not in (None, digest):
+            err.print(f"warning: {source} changed since run {resume} started (the cases it has done did not)",
+                      highlight=False, markup=False)
     state: dict[str, Any] = {"run_id": resume}
 
     async def main() -> None:
@@ -127,7 +146,7 @@ def eval_run(
                     progress.update(task, advance=1, failed=failed)
 
                 if resume is None:
-                    state["run_id"] = await runner.start(release=release, dataset=str(source))
+                    state["run_id"] = await runner.start(release=release, dataset=str(source), dataset_digest=digest)
                 await runner.run(cases, run_id=state["run_id"], on_case=tick)
 
     try:
@@ -169,6 +188,7 @@ def _finished_run(gateway: Any, run_id: str) -> tuple[dict[str, Any], dict[str, 
 
 @eval_app.command("gate")
 def eval_gate(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run to judge (an id or a unique prefix)")],
     config: ConfigOption = None,
     baseline: Annotated[str | None, typer.Option("--baseline", help="Compare with this run [default: approved]")] = None,
@@ -180,6 +200,7 @@ def eval_gate(
     from ..eval import report
 
     gateway = _gateway(config)
+    _closed_at_end(ctx, gateway.store)
     run, summary = _finished_run(gateway, run_id)
     spec = gateway.config.features[run["feature"]].eval
     if spec is None or spec.gate is None:
@@ -199,6 +220,7 @@ def eval_gate(
 
 @eval_app.command("compare")
 def eval_compare(
+    ctx: typer.Context,
     baseline: Annotated[str, typer.Argument(help="The baseline run")],
     candidate: Annotated[str, typer.Argument(help="The candidate run")],
     config: ConfigOption = None,
@@ -208,19 +230,32 @@ def eval_compare(
     from ..eval.compare import compare
 
     gateway = _gateway(config)
+    _closed_at_end(ctx, gateway.store)
     base_run, _ = _finished_run(gateway, baseline)
     cand_run, _ = _finished_run(gateway, candidate)
     result = compare(base_run, cand_run)
     counts = result["counts"]
+    if not counts.get("common"):
+        fail(f"nothing to compare: runs {base_run['run_id']} and {cand_run['run_id']} have no case in common "
+             f"({counts.get('only_baseline', 0)} case(s) only in the baseline, {counts.get('only_candidate', 0)} "
+             "only in the candidate); compare two runs of the same dataset")
+
+    def signed(value: Any) -> str:
+        return "-" if value is None else f"{value:+.3f}"
+
     table = Table("fixed", "broken", "unchanged pass", "unchanged fail", "pass rate Δ", "score Δ (95% CI)", "p")
     delta = result["score_delta"]
     table.add_row(str(counts.get("fixed", 0)), str(counts.get("broken", 0)), str(counts.get("unchanged_pass", 0)),
-                  str(counts.get("unchanged_fail", 0)), f"{result['pass_rate_delta']:+.3f}",
-                  f"{delta['mean']:+.3f} ({delta['low']:+.3f} to {delta['high']:+.3f})" if delta.get("mean") is not None
-                  else "-", f"{result['p_value']:.4f}")
+                  str(counts.get("unchanged_fail", 0)), signed(result.get("pass_rate_delta")),
+                  f"{signed(delta.get('mean'))} ({signed(delta.get('low'))} to {signed(delta.get('high'))})"
+                  if delta.get("mean") is not None else "-",
+                  "-" if result.get("p_value") is None else f"{result['p_value']:.4f}")
     out.print(table)
-    verdict = ("a significant regression" if result["regression"] else "a significant improvement"
-               if result["improvement"] else "not significant (could be noise)")
+    if result.get("p_value") is None:
+        verdict = "no test (no p-value)"
+    else:
+        verdict = ("a significant regression" if result["regression"] else "a significant improvement"
+                   if result["improvement"] else "not significant (could be noise)")
     out.print(f"{result['test']}: {verdict}", highlight=False)
     for warning in result.get("warnings") or []:
         err.print(f"warning: {warning}", highlight=False, markup=False)
@@ -233,11 +268,13 @@ def eval_compare(
 
 @eval_app.command("approve")
 def eval_approve(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run that becomes its feature's baseline")],
     config: ConfigOption = None,
 ) -> None:
     """Mark a finished run the approved baseline of its feature (audited)."""
     gateway = _gateway(config)
+    _closed_at_end(ctx, gateway.store)
     run, _ = _finished_run(gateway, run_id)
     gateway.store.evals.approve(run["run_id"], _actor())
     out.print(f"approved {run['run_id']} as the baseline of {run['feature']}", highlight=False)
@@ -245,12 +282,14 @@ def eval_approve(
 
 @eval_app.command("runs")
 def eval_runs(
+    ctx: typer.Context,
     config: ConfigOption = None,
     feature: Annotated[str | None, typer.Option("--feature", "-f", help="Only this feature")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
 ) -> None:
     """Recent evaluation runs, newest first."""
     _, store = _open(config)
+    _closed_at_end(ctx, store)
     table = Table("run", "feature", "release", "status", "started", "pass rate", "weighted", "baseline")
     for row in store.evals.list_runs(feature, limit):
         s = row["summary"] or {}
@@ -264,6 +303,7 @@ def eval_runs(
 
 @dataset_app.command("add")
 def dataset_add(
+    ctx: typer.Context,
     out_file: Annotated[Path, typer.Argument(help="The JSONL dataset to append to (created if missing)")],
     feature: Annotated[str, typer.Option("--feature", "-f", help="Whose traces")],
     from_traces: Annotated[bool, typer.Option("--from-traces", help="Take the cases from recorded traces")] = False,
@@ -279,6 +319,7 @@ def dataset_add(
     if not from_traces:
         fail("say where the cases come from: --from-traces")
     _, store = _open(config)
+    _closed_at_end(ctx, store)
     rows = store.traces_with_content(feature=feature, since=time.time() - _duration("--since", since),
                                      status=status, limit=limit)
     cases = cases_from_traces(rows, with_expected=with_expected)

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 SEVERITIES = ("critical", "major", "minor")
+MAX_ID_CHARS = 200  # what the store keeps of a case id (eval_results.case_id)
 _JSONL_KEYS = ("id", "input", "expected", "segment", "severity", "meta")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
@@ -253,6 +254,9 @@ def _case(path: str | os.PathLike[str], line: int | None, obj: Mapping[str, Any]
         raise DatasetError(path, line,
                            f"\"id\" must be a non-empty string or an integer, not {_json_type(raw_id)}",
                            "give the case a name such as \"refund-1\", or leave the id out")
+    if len(case_id) > MAX_ID_CHARS:
+        raise DatasetError(path, line, f"the id is {len(case_id)} characters long (at most {MAX_ID_CHARS})",
+                           "give the case a shorter name, or leave the id out")
     severity = obj.get("severity")
     if severity is not None:
         if not isinstance(severity, str) or severity.strip().lower() not in SEVERITIES:

@@ -110,6 +110,7 @@ eval_runs = sa.Table(
     sa.Column("feature", sa.String(128), nullable=False),
     sa.Column("release", sa.String(200)),
     sa.Column("dataset", sa.Text),
+    sa.Column("dataset_digest", sa.String(64)),  # sha256 of the dataset file: --resume refuses another
     sa.Column("repeat", sa.Integer, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # running | done
     sa.Column("started_at", sa.Float, nullable=False),
@@ -126,15 +127,16 @@ eval_results = sa.Table(
     metadata,
     sa.Column("run_id", sa.String(40), primary_key=True),
     sa.Column("case_id", sa.String(200), primary_key=True),
-    sa.Column("case", sa.JSON, nullable=False),  # id, segment, severity (not the input: it is in the dataset)
-    sa.Column("attempts", sa.JSON, nullable=False),
+    # id, segment, severity and input_digest (not the input: it is in the dataset)
+    sa.Column("case", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.JSON, nullable=False),  # output, text, error and check details redacted
 )
 
 eval_cache = sa.Table(
     "eval_cache",
     metadata,
     sa.Column("key", sa.CHAR(64), primary_key=True),
-    sa.Column("response", sa.JSON, nullable=False),
+    sa.Column("response", sa.JSON, nullable=False),  # redacted: a replayed answer has [EMAIL], not the email
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
@@ -147,9 +149,11 @@ eval_online = sa.Table(
     sa.Column("segment", sa.JSON),
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("score", sa.Float, nullable=False),
-    sa.Column("checks", sa.JSON, nullable=False),
+    sa.Column("checks", sa.JSON, nullable=False),  # verdicts only: {passed, score, detail (redacted)}
     sa.Column("cost_usd", sa.Float),
+    sa.Column("subject", sa.String(40)),  # a digest, as on traces: erasure finds rows whose trace is gone
     sa.Index("ix_eval_online_feature_at", "feature", "at"),
+    sa.Index("ix_eval_online_subject", "subject"),
 )
 
 # 0006: incidents (shipyard/store/incidents.py). One open incident per feature and alert key: the partial

@@ -1,6 +1,12 @@
 """Evaluation records: runs and their per-case results (written as each case finishes, so a run
 interrupted half way resumes where it stopped), approved baselines, the cache of model answers that makes
-re-running checks free, and the scores of online evaluation."""
+re-running checks free, and the scores of online evaluation.
+
+No raw PII reaches these tables: the runner stores outputs, texts, errors and check details redacted
+(``content.scrub``), the cache holds redacted answers, and online rows hold verdicts only, with the
+call's subject as a digest so that an erasure finds them after their trace is gone (``forget_subject``).
+``purge`` is retention's side of it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from ._schema import eval_cache, eval_online, eval_results, eval_runs
@@ -26,11 +33,11 @@ class EvalStore:
     # -- runs --------------------------------------------------------------------------------------
 
     def create_run(self, run_id: str, *, feature: str, release: str | None, dataset: str | None, repeat: int,
-                   checks: list[dict[str, Any]]) -> None:
+                   checks: list[dict[str, Any]], dataset_digest: str | None = None) -> None:
         with self.engine.begin() as conn:
             conn.execute(eval_runs.insert().values(
-                run_id=run_id, feature=feature, release=release, dataset=dataset, repeat=repeat,
-                status="running", started_at=time.time(), checks=checks,
+                run_id=run_id, feature=feature, release=release, dataset=dataset, dataset_digest=dataset_digest,
+                repeat=repeat, status="running", started_at=time.time(), checks=checks,
             ))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -83,7 +90,7 @@ class EvalStore:
         cases.sort(key=lambda c: c.get("order", 0))
         return {
             "run_id": row["run_id"], "feature": row["feature"], "release": row["release"],
-            "dataset": row["dataset"], "started_at": row["started_at"], "finished_at": row["finished_at"],
+            "dataset": row["dataset"], "dataset_digest": row["dataset_digest"], "started_at": row["started_at"], "finished_at": row["finished_at"],
             "repeat": row["repeat"], "status": row["status"], "checks": row["checks"] or [], "cases": cases,
             "approved_at": row["approved_at"],
         }
@@ -124,9 +131,16 @@ class EvalStore:
         return None if row is None else row[0]
 
     def cache_put(self, key: str, response: Any) -> None:
+        """Keep ``response`` under ``key``, replacing what was there: one upsert, so two cases with the
+        same input finishing together both succeed (the later answer wins)."""
+        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(eval_cache)
+        values = {"key": key, "response": response, "created_at": time.time()}
+        statement = insert.values(**values).on_conflict_do_update(
+            index_elements=[eval_cache.c.key],
+            set_={"response": insert.excluded.response, "created_at": insert.excluded.created_at},
+        )
         with self.engine.begin() as conn:
-            conn.execute(eval_cache.delete().where(eval_cache.c.key == key))
-            conn.execute(eval_cache.insert().values(key=key, response=response, created_at=time.time()))
+            conn.execute(statement)
 
     # -- online evaluation -------------------------------------------------------------------------
 
@@ -140,3 +154,38 @@ class EvalStore:
                  .order_by(eval_online.c.at))
         with self.engine.connect() as conn:
             return [_plain(r) for r in conn.execute(query).mappings()]
+
+    # -- retention and erasure ---------------------------------------------------------------------
+
+    def forget_subject(self, digest: str) -> int:
+        """Delete the online scores of the calls about a subject, by the subject's digest
+        (``content.subject_digest``); returns how many."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(eval_online.delete().where(eval_online.c.subject == digest)).rowcount or 0)
+
+    def purge(self, before: float) -> int:
+        """Delete what is older than ``before``: online scores (``at``), cached answers (``created_at``),
+        and runs with their results that finished before it, or never finished and started before it (an
+        abandoned run), except each feature's approved baseline, which a gate still compares with.
+        Returns the number of rows deleted, all tables together."""
+        keep = self._baselines()
+        old = sa.or_(eval_runs.c.finished_at < before,
+                     sa.and_(eval_runs.c.finished_at.is_(None), eval_runs.c.started_at < before))
+        with self.engine.begin() as conn:
+            n = conn.execute(eval_online.delete().where(eval_online.c.at < before)).rowcount or 0
+            n += conn.execute(eval_cache.delete().where(eval_cache.c.created_at < before)).rowcount or 0
+            runs = [r[0] for r in conn.execute(sa.select(eval_runs.c.run_id).where(old)) if r[0] not in keep]
+            for start in range(0, len(runs), 500):
+                batch = runs[start:start + 500]
+                n += conn.execute(eval_results.delete().where(eval_results.c.run_id.in_(batch))).rowcount or 0
+                n += conn.execute(eval_runs.delete().where(eval_runs.c.run_id.in_(batch))).rowcount or 0
+        return int(n)
+
+    def _baselines(self) -> set[str]:
+        """The run id of each feature's approved baseline (its most recently approved run)."""
+        latest = (sa.select(eval_runs.c.feature, sa.func.max(eval_runs.c.approved_at).label("at"))
+                  .where(eval_runs.c.approved_at.is_not(None)).group_by(eval_runs.c.feature).subquery())
+        query = sa.select(eval_runs.c.run_id).join(
+            latest, sa.and_(eval_runs.c.feature == latest.c.feature, eval_runs.c.approved_at == latest.c.at))
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(query)}

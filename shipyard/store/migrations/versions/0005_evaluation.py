@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("feature", sa.String(128), nullable=False),
         sa.Column("release", sa.String(200)),
         sa.Column("dataset", sa.Text),
+        sa.Column("dataset_digest", sa.String(64)),
         sa.Column("repeat", sa.Integer, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("started_at", sa.Float, nullable=False),
@@ -54,8 +55,10 @@ def upgrade() -> None:
         sa.Column("score", sa.Float, nullable=False),
         sa.Column("checks", sa.JSON, nullable=False),
         sa.Column("cost_usd", sa.Float),
+        sa.Column("subject", sa.String(40)),
     )
     op.create_index("ix_eval_online_feature_at", "eval_online", ["feature", "at"])
+    op.create_index("ix_eval_online_subject", "eval_online", ["subject"])
 
 
 def downgrade() -> None:
