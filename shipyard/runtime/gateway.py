@@ -380,6 +380,8 @@ class Gateway:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        for evaluator in self.online.values():
+            await evaluator.aclose()  # scoring that outlives a short grace is cancelled, not waited on
         await self.services.background.drain()
         await self.monitor.notifier.aclose()
         await self.writer.aclose()

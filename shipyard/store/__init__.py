@@ -354,7 +354,7 @@ class Store:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         elif self.engine.dialect.name == "postgresql":
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                for table in ("trace_attempts", "eval_online", "traces"):
+                for table in ("trace_attempts", "eval_online", "eval_cache", "eval_results", "traces"):
                     conn.exec_driver_sql(f"VACUUM {table}")
 
     # -- API keys ----------------------------------------------------------------------------------

@@ -36,15 +36,20 @@ def purge(store: Store, model: ConfigModel, actor: str, *, now: float | None = N
     now = time.time() if now is None else now
     by_feature, default = cutoffs(model, now)
     deleted = store.purge(by_feature, default)
-    if deleted:
+    # Evaluation records (online scores, cached answers, old runs) age out with the top-level retention.
+    days = model.retention.traces_days
+    evals = store.evals.purge(now - days * DAY_S) if days is not None else 0
+    if deleted or evals:
         store.audit.append(actor, "retention.purged", "traces",
-                           {"deleted": deleted, "total": sum(deleted.values())})
+                           {"deleted": deleted, "total": sum(deleted.values()), "eval_rows": evals})
     return deleted
 
 
 def forget(store: Store, subject: str, actor: str) -> dict[str, Any]:
     """Erase every trace about ``subject``; the audit entry ``subject.erased`` names the subject by its
     digest (the id itself would be personal data kept forever in an append-only log)."""
-    n = store.forget(subject)
-    entry = store.audit.append(actor, "subject.erased", subject_digest(subject), {"traces": n})
-    return {"subject": subject_digest(subject), "traces": n, "audit_seq": entry["seq"]}
+    online = store.evals.forget_subject(subject_digest(subject))
+    n = store.forget(subject)  # reclaims the freed space of both
+    entry = store.audit.append(actor, "subject.erased", subject_digest(subject),
+                               {"traces": n, "online_scores": online})
+    return {"subject": subject_digest(subject), "traces": n, "online_scores": online, "audit_seq": entry["seq"]}

@@ -152,7 +152,7 @@ def test_forget_erases_a_subject_sent_by_header_user_field_or_invoke_field(prima
     assert "erased 2 trace(s)" in done.stdout
     assert store.count_traces() == 2 and store.count_subject("cust-7") == 1
     [entry] = [e for e in store.audit.export() if e["action"] == "subject.erased"]
-    assert entry["actor"] == f"cli:{getpass.getuser()}" and entry["details"] == {"traces": 2}
+    assert entry["actor"] == f"cli:{getpass.getuser()}" and entry["details"] == {"traces": 2, "online_scores": 0}
     # over HTTP, with the admin API (auth: none here: the actor is "open")
     gone = httpx.delete(f"{served.base_url}/v1/admin/subjects/cust-7")
     assert gone.status_code == 200 and gone.json()["traces"] == 1
@@ -191,7 +191,7 @@ async def test_the_server_purges_expired_traces_on_its_schedule(primary, backup,
             await asyncio.sleep(0.05)
         assert await gw.get_trace(fresh.trace_id) is not None
     entries = [e for e in gw.store.audit.export() if e["action"] == "retention.purged"]
-    assert entries[0]["details"] == {"deleted": {"triage": 1}, "total": 1}
+    assert entries[0]["details"] == {"deleted": {"triage": 1}, "total": 1, "eval_rows": 0}
     assert entries[0]["actor"].startswith("gateway:")
 
 

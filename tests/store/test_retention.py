@@ -127,7 +127,7 @@ def test_purge_follows_each_features_retention_and_is_audited(store):
     assert left == {f"{i:032x}" for i in (2, 3, 5, 7)}
     assert store.get_trace(f"{1:032x}") is None
     [entry] = [e for e in store.audit.export() if e["action"] == "retention.purged"]
-    assert entry["details"] == {"deleted": {"short": 1, "default": 1, "gone": 1}, "total": 3}
+    assert entry["details"] == {"deleted": {"short": 1, "default": 1, "gone": 1}, "total": 3, "eval_rows": 0}
     assert retention.purge(store, config(), "test") == {}  # nothing more: no second audit entry
     assert sum(e["action"] == "retention.purged" for e in store.audit.export()) == 1
 
