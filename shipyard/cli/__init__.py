@@ -460,6 +460,8 @@ def forget(
 from .evals import eval_app  # noqa: E402 - it reads this module's helpers
 
 app.add_typer(eval_app, name="eval")
+from .drift import drift_command  # noqa: E402
+app.command("drift")(drift_command)
 
 from .monitor import incidents_app, owners_command  # noqa: E402
 

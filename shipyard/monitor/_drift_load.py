@@ -1,0 +1,274 @@
+"""Tables for drift: feature inputs read from JSONL or CSV files, or from stored traces, as columns.
+
+JSONL is one JSON object per line (blank lines skipped); nested objects are flattened with dots
+(``{"user": {"tier": 2}}`` is the field ``user.tier``); lists stay values. A line of an evaluation
+dataset (``{"id": ..., "input": {...}, "expected": ...}``, shipyard/eval/cases.py) stands for its input,
+so an eval dataset can be the reference as it is. A chat row (``{"messages": [...], "answer": ...}``,
+or a case whose input is a list of messages) becomes ``{"prompt": <the last user message>, "answer":
+...}``, the same two fields that stored chat traces give.
+
+CSV (or TSV) has a header row; an empty cell is a missing value, and a column whose every non-empty cell
+reads as a number holds numbers. Every problem is a ``DatasetError`` naming ``file:line``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..eval.cases import DatasetError
+from ._drift_columns import label
+
+__all__ = ["Table", "chat_row", "load_table", "table_from_rows", "table_from_traces"]
+
+_CASE_KEYS = frozenset(("id", "input", "expected", "segment", "severity", "meta"))
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
+
+
+@dataclass
+class Table:
+    """Rows of feature inputs held as columns: ``columns[field][i]`` is row i's value (None: absent)."""
+
+    columns: dict[str, list[Any]]
+    rows: int
+    source: str = ""
+
+    def where(self, segment: Mapping[str, str]) -> Table:
+        """The rows whose fields have these values (compared as text: tier=2 matches 2 and "2")."""
+        keep = range(self.rows)
+        for name, wanted in segment.items():
+            values = self.columns.get(name)
+            if values is None:
+                return Table({k: [] for k in self.columns}, 0, self.source)
+            keep = [i for i in keep if values[i] is not None and label(values[i]) == wanted]
+        return Table({k: [v[i] for i in keep] for k, v in self.columns.items()}, len(keep), self.source)
+
+
+class _Builder:
+    """Columns grown row by row; a field first seen at row i gets None for the rows before it."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {}
+        self.rows = 0
+
+    def add(self, flat: Mapping[str, Any]) -> None:
+        n = self.rows
+        for key, value in flat.items():
+            column = self.columns.get(key)
+            if column is None:
+                column = self.columns[key] = [None] * n
+            column.append(value)
+        self.rows = n + 1
+        if len(flat) != len(self.columns):
+            for column in self.columns.values():
+                if len(column) == n:
+                    column.append(None)
+
+    def table(self, source: str = "") -> Table:
+        return Table(self.columns, self.rows, source)
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Nested objects as dotted fields: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {} if out is None else out
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flatten(value, name + ".", out)
+        else:
+            out[name] = value
+    return out
+
+
+def chat_row(messages: Any, answer: Any = None) -> dict[str, Any]:
+    """A chat call as drift fields: the text of the last user message, and the answer."""
+    prompt = None
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                prompt = _message_text(message.get("content"))
+                break
+    return {"prompt": prompt, "answer": answer}
+
+
+def table_from_rows(rows: Iterable[Mapping[str, Any]], source: str = "") -> Table:
+    builder = _Builder()
+    for row in rows:
+        builder.add(flatten(row))
+    return builder.table(source)
+
+
+def table_from_traces(traces: Iterable[Mapping[str, Any]]) -> tuple[Table, dict[str, int]]:
+    """Stored traces (``Store.traces_with_content``) as a table of inputs, and the traces left out by
+    reason: no_content, sealed (encrypted content that was not opened), no_input."""
+    builder = _Builder()
+    skipped: dict[str, int] = {}
+    for trace in traces:
+        content = trace.get("content")
+        if isinstance(content, str):
+            try:
+                content = json.loads(content)
+            except ValueError:
+                pass
+        reason = None
+        if content is None:
+            reason = "no_content"
+        elif not isinstance(content, Mapping):
+            reason = "sealed"
+        elif isinstance(content.get("input"), Mapping):
+            builder.add(flatten(content["input"]))
+        elif isinstance(content.get("messages"), list):
+            builder.add(chat_row(content["messages"], content.get("answer")))
+        elif isinstance(content.get("input"), str):
+            builder.add({"prompt": content["input"]})
+        else:
+            reason = "no_input"
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+    return builder.table("traces"), skipped
+
+
+def load_table(path: str | os.PathLike[str]) -> Table:
+    """A JSONL or CSV file of feature inputs as a table; ``DatasetError`` (file:line) when it cannot be read."""
+    kind = _FORMATS.get(Path(path).suffix.lower())
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise DatasetError(path, None, f"cannot read the file: {exc.strerror or exc}",
+                           "check the path and its permissions") from None
+    with f:
+        if kind is None:
+            kind = "jsonl" if f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
+            f.seek(0)
+        builder = _Builder()
+        if kind == "jsonl":
+            _read_jsonl(path, f, builder)
+        else:
+            _read_csv(path, f, builder, "\t" if kind == "tsv" else ",")
+    if builder.rows == 0:
+        raise DatasetError(path, None, "the file has no rows",
+                           "write one JSON object per line (JSONL), or a header and rows (CSV)")
+    return builder.table(str(path))
+
+
+def _lines(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, str]]:
+    for n, raw in enumerate(f, 1):
+        try:
+            yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(path, n, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                               "save the file as UTF-8") from None
+
+
+def _read_jsonl(path: str | os.PathLike[str], f: BinaryIO, builder: _Builder) -> None:
+    cases: bool | None = None  # an eval dataset? decided by the first row
+    for n, text in _lines(path, f):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(path, n, f"bad JSON: {exc.msg} at column {exc.colno}",
+                               "write each row as one JSON object on one line") from None
+        if not isinstance(obj, dict):
+            raise DatasetError(path, n, f"a row must be a JSON object, not {_json_type(obj)}",
+                               'write {"field": value, ...} on each line')
+        if cases is None:
+            cases = "input" in obj and set(obj) <= _CASE_KEYS
+        if cases:
+            builder.add(_case_row(path, n, obj))
+        elif isinstance(obj.get("messages"), list) and set(obj) <= {"messages", "answer"}:
+            builder.add(chat_row(obj["messages"], obj.get("answer")))
+        else:
+            builder.add(flatten(obj))
+
+
+def _case_row(path: str | os.PathLike[str], line: int, obj: Mapping[str, Any]) -> dict[str, Any]:
+    data = obj.get("input")
+    if isinstance(data, Mapping):
+        return flatten(data)
+    if isinstance(data, list):
+        return chat_row(data)
+    if isinstance(data, str):
+        return {"prompt": data}
+    raise DatasetError(path, line, "this row of an eval dataset has no input" if data is None
+                       else f"\"input\" is {_json_type(data)}",
+                       "give every case an input: an object of fields, chat messages, or a text")
+
+
+def _read_csv(path: str | os.PathLike[str], f: BinaryIO, builder: _Builder, delimiter: str) -> None:
+    last = 0
+    reader = csv.reader((text for _, text in _lines(path, f)), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    columns: list[list[Any]] = []
+    try:
+        for record in reader:
+            start, last = last + 1, reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if header is None:
+                header = [cell.strip() for cell in record]
+                for i, name in enumerate(header):
+                    if not name:
+                        raise DatasetError(path, start, f"column {i + 1} of the header has no name",
+                                           "name every column")
+                    if name in header[:i]:
+                        raise DatasetError(path, start, f"the column {name!r} appears twice", "keep one of them")
+                columns = [[] for _ in header]
+                continue
+            if len(record) != len(header):
+                raise DatasetError(path, start, f"{len(record)} cells where the header has {len(header)}",
+                                   "quote cells that hold the delimiter or a line break")
+            for column, cell in zip(columns, record, strict=True):
+                column.append(cell if cell.strip() else None)
+    except csv.Error as exc:
+        raise DatasetError(path, last + 1, f"bad CSV: {exc}",
+                           "quote cells with \"...\" and double the quotes inside them") from None
+    if header is None:
+        return
+    builder.rows = len(columns[0]) if columns else 0
+    builder.columns = {name: _numbers_if_all(values) for name, values in zip(header, columns, strict=True)}
+
+
+def _numbers_if_all(cells: list[Any]) -> list[Any]:
+    """A CSV column as numbers when every non-empty cell is one (ints stay ints), else as text."""
+    out: list[Any] = []
+    for cell in cells:
+        if cell is None:
+            out.append(None)
+            continue
+        text = cell.strip()
+        try:
+            out.append(int(text))
+        except ValueError:
+            try:
+                out.append(float(text))
+            except ValueError:
+                return cells
+    return out
+
+
+def _message_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        parts = [p.get("text") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)]
+        return "\n".join(parts) if parts else None
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else type(value).__name__
