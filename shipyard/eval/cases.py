@@ -121,7 +121,7 @@ def _read(path: str | os.PathLike[str], kind: str) -> Iterator[Case]:
         f.close()
 
 
-def _lines(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, str]]:
+def read_lines(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, decoded as UTF-8 one line at a time (a leading BOM is dropped)."""
     for n, raw in enumerate(f, 1):
         try:
@@ -135,7 +135,7 @@ def _lines(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, str
 
 
 def _jsonl_rows(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
-    for n, text in _lines(path, f):
+    for n, text in read_lines(path, f):
         if not text.strip():
             continue
         try:
@@ -157,7 +157,7 @@ def _csv_rows(
     path: str | os.PathLike[str], f: BinaryIO, delimiter: str
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     last = 0  # the line the previous record ended on: a quoted cell may span lines
-    reader = csv.reader((text for _, text in _lines(path, f)), delimiter=delimiter, strict=True)
+    reader = csv.reader((text for _, text in read_lines(path, f)), delimiter=delimiter, strict=True)
     header: list[str] | None = None
     columns: list[tuple[str, str | None]] = []
     try:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..eval.cases import DatasetError
+from ..eval.cases import read_lines as _lines
 from ._drift_columns import label
 
 __all__ = ["Table", "chat_row", "load_table", "table_from_rows", "table_from_traces"]
@@ -154,15 +155,6 @@ def load_table(path: str | os.PathLike[str]) -> Table:
         raise DatasetError(path, None, "the file has no rows",
                            "write one JSON object per line (JSONL), or a header and rows (CSV)")
     return builder.table(str(path))
-
-
-def _lines(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, str]]:
-    for n, raw in enumerate(f, 1):
-        try:
-            yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise DatasetError(path, n, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
-                               "save the file as UTF-8") from None
 
 
 def _read_jsonl(path: str | os.PathLike[str], f: BinaryIO, builder: _Builder) -> None:
