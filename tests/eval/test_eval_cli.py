@@ -174,7 +174,7 @@ def test_a_significant_regression_against_the_approved_baseline_fails_the_gate(s
 
 
 def test_dataset_add_from_traces_takes_redacted_production_calls_only(setup, serve, primary, tmp_path):
-    path = setup()
+    path = setup(top="retention: {store_content: redacted}")
     served = serve(path)
     for i in range(3):
         r = httpx.post(f"{served.base_url}/v1/features/intent/invoke",

@@ -22,6 +22,7 @@ prompt: [{role: user, content: "{{ text }}"}]
 def served(primary, backup, write_config, serve):
     path = write_config(two_route_config(primary, backup, feature_extra=INVOKE_FEATURE + """
 guard: {pii: {input: redact}}
+retention: {store_content: redacted}
 """))
     s = serve(path)
     s.path = path

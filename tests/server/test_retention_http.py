@@ -106,9 +106,11 @@ def scan(folder: Path, needles: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def test_with_the_default_settings_no_raw_pii_reaches_disk(primary, backup, write_config, tmp_path):
-    path = write_config(two_route_config(primary, backup))
-    assert "retention" not in path.read_text() and "guard" not in path.read_text()  # the defaults
+@pytest.mark.parametrize("retention", ["", "retention: {store_content: redacted}"])
+def test_no_raw_pii_reaches_disk_by_default_or_with_redacted_content(primary, backup, write_config, tmp_path,
+                                                                     retention):
+    path = write_config(two_route_config(primary, backup, extra=retention))
+    assert "guard" not in path.read_text()  # no PII guard: the provider sees the data, the disk never
     primary.script(
         Reply(f"Thanks Maria, I wrote to {EMAIL} and refunded card {ANSWER_CARD}."),
         Stream(["Done: mail sent to maria.gon", "zalez@example.com, card ", ANSWER_CARD, "."]),
@@ -131,10 +133,14 @@ def test_with_the_default_settings_no_raw_pii_reaches_disk(primary, backup, writ
     store = Store(f"sqlite:///{tmp_path}/traces.db")
     rows = [store.get_trace(r["trace_id"]) for r in store.list_traces(limit=10)]
     store.close()
-    assert len(rows) == 3 and all(r["content_mode"] == "redacted" for r in rows)
+    assert len(rows) == 3 and {r["subject"] for r in rows} == {subject_digest(EMAIL), None}
     stored = orjson.dumps(rows).decode()
-    assert "[EMAIL]" in stored and "[CARD]" in stored and "Refund please" in stored  # kept, redacted
-    assert {r["subject"] for r in rows} == {subject_digest(EMAIL), None}
+    assert "[EMAIL]" in stored  # the provider error that quoted the email, redacted
+    if not retention:  # the default keeps no prompt or answer at all
+        assert all(r["content"] is None for r in rows)
+    else:
+        assert all(r["content_mode"] == "redacted" for r in rows)
+        assert "[CARD]" in stored and "Refund please" in stored  # kept, redacted
 
 
 def test_forget_erases_a_subject_sent_by_header_user_field_or_invoke_field(primary, backup, write_config, serve):
