@@ -134,7 +134,11 @@ def read_lines(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int,
         yield n, text
 
 
-def _jsonl_rows(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_objects(
+    path: str | os.PathLike[str], f: BinaryIO, *, noun: str = "case", example: str = '{"input": ...}'
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSON Lines file; a line that is not one JSON
+    object is a DatasetError naming it (``noun``, ``example``: how the message speaks of a line)."""
     for n, text in read_lines(path, f):
         if not text.strip():
             continue
@@ -142,10 +146,15 @@ def _jsonl_rows(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DatasetError(path, n, f"bad JSON: {exc.msg} at column {exc.colno}",
-                               "write each case as one JSON object on one line") from None
+                               f"write each {noun} as one JSON object on one line") from None
         if not isinstance(obj, dict):
-            raise DatasetError(path, n, f"a case must be a JSON object, not {_json_type(obj)}",
-                               'write {"input": ...} on each line')
+            raise DatasetError(path, n, f"a {noun} must be a JSON object, not {_json_type(obj)}",
+                               f"write {example} on each line")
+        yield n, obj
+
+
+def _jsonl_rows(path: str | os.PathLike[str], f: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    for n, obj in read_objects(path, f):
         unknown = [k for k in obj if k not in _JSONL_KEYS]
         if unknown:
             raise DatasetError(path, n, f"unknown key {unknown[0]!r}",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..eval.cases import DatasetError
+from ..eval.cases import DatasetError, read_objects
 from ..eval.cases import read_lines as _lines
 from ._drift_columns import label
 
@@ -159,17 +159,7 @@ def load_table(path: str | os.PathLike[str]) -> Table:
 
 def _read_jsonl(path: str | os.PathLike[str], f: BinaryIO, builder: _Builder) -> None:
     cases: bool | None = None  # an eval dataset? decided by the first row
-    for n, text in _lines(path, f):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(path, n, f"bad JSON: {exc.msg} at column {exc.colno}",
-                               "write each row as one JSON object on one line") from None
-        if not isinstance(obj, dict):
-            raise DatasetError(path, n, f"a row must be a JSON object, not {_json_type(obj)}",
-                               'write {"field": value, ...} on each line')
+    for n, obj in read_objects(path, f, noun="row", example='{"field": value, ...}'):
         if cases is None:
             cases = "input" in obj and set(obj) <= _CASE_KEYS
         if cases:
