@@ -167,6 +167,25 @@ class QualitySpec(Strict):
     _check = field_validator("window")(classmethod(lambda cls, v: _duration(v)))
 
 
+class DriftSpec(Strict):
+    """Drift of the inputs against a reference, run by the server on a schedule (shipyard/monitor/drift.py):
+    a drifted dataset is an alert for the incidents owner. Reads the recorded traffic, so the feature
+    needs ``retention.store_content: redacted`` (or encrypted content is skipped)."""
+
+    reference: str
+    """A JSONL or CSV file of feature inputs (or the feature's eval dataset), relative to the config."""
+    window: str = "24h"
+    """The current traffic compared: the calls of this last window."""
+    every: str = "1h"
+    """How often the server compares again."""
+    min_rows: int = Field(100, ge=10)
+    """Calls the window needs before it is judged."""
+    embeddings: bool = False
+    """Also compare text by sentence embeddings (needs the semantic extra; slow on large windows)."""
+
+    _check = field_validator("window", "every")(classmethod(lambda cls, v: _duration(v)))
+
+
 class MonitorSpec(Strict):
     interval_s: float = Field(10.0, gt=0, le=3600)
     """How often the server evaluates alerts."""
@@ -496,6 +515,7 @@ class FeatureSpec(Strict):
     eval: EvalSpec | None = None
     slo: SloSpec | None = None
     quality: QualitySpec | None = None
+    drift: DriftSpec | None = None
     segments: list[str] = Field(default_factory=list, max_length=10)
     """Input fields (or ``X-Shipyard-Segment-<name>`` headers) that split scores and metrics by segment."""
     retention: RetentionSpec | None = None

@@ -142,10 +142,13 @@ class Notifier:
 class Monitor:
     """Evaluates every feature's alerts and keeps incidents in step with them."""
 
-    def __init__(self, config: Any, incidents: Any, background: Any, evals: Any = None) -> None:
+    def __init__(self, config: Any, incidents: Any, background: Any, evals: Any = None, store: Any = None) -> None:
         self.config = config
         self.incidents = incidents
         self.evals = evals
+        self.store = store
+        self._drift: dict[str, tuple[float, Alert]] = {}  # feature -> (when judged, verdict)
+        self._references: dict[str, Any] = {}
         self.background = background
         spec = config.model.monitor
         self.notifier = Notifier(incidents, timeout_s=spec.webhook_timeout_s, retries=spec.webhook_retries)
@@ -185,6 +188,10 @@ class Monitor:
                     f"{len(scores)} sampled call(s) in the last {online.alert_window}, below {online.alert_below:g}",
                     {"mean_score": mean, "samples": len(scores), "alert_below": online.alert_below},
                 )))
+            if spec.drift is not None and self.store is not None:
+                alert = self._drift_alert(name, spec.drift, now)
+                if alert is not None:
+                    out.append((name, alert))
             if spec.guard is not None or spec.output_schema is not None:
                 n = self.incidents.severe_findings(name, now - guard_window)
                 out.append((name, Alert(
@@ -194,6 +201,39 @@ class Monitor:
                     {"critical_calls": n, "window": self.config.model.monitor.guard_window},
                 )))
         return out
+
+    def _drift_alert(self, name: str, spec: Any, now: float) -> Alert | None:
+        """The feature's inputs of the last ``window`` against its reference, at most every ``every``
+        (the verdict is kept in between); None while there is no verdict yet."""
+        from .drift import DriftOptions, compare, load_table, table_from_traces
+
+        cached = self._drift.get(name)
+        if cached is not None and now - cached[0] < parse_duration(spec.every):
+            return cached[1]
+        reference = self._references.get(name)
+        if reference is None:
+            path = spec.reference if spec.reference.startswith("/") else f"{self.config.base_dir}/{spec.reference}"
+            reference = self._references[name] = load_table(path)
+        rows = self.store.traces_with_content(feature=name, since=now - parse_duration(spec.window), status=None,
+                                              limit=100_000)
+        current, _skipped = table_from_traces(rows)
+        n = len(rows) - sum(_skipped.values())
+        if n < spec.min_rows:
+            alert = Alert("drift", "incidents", False, f"{name}: {n} call(s) in the last {spec.window}, fewer "
+                          f"than the {spec.min_rows} drift needs", {"current_rows": n})
+        else:
+            report = compare(reference, current, options=DriftOptions(embeddings=spec.embeddings, workers=1))
+            alert = Alert(
+                "drift", "incidents", report.drifted,
+                f"{name}: inputs drifted from the reference over the last {spec.window}: "
+                f"{', '.join(report.drifted_fields) or 'no field'} ({report.drifted_share:.0%} of the fields compared)",
+                {"drifted_fields": report.drifted_fields, "drifted_share": round(report.drifted_share, 4),
+                 "reference_rows": report.reference_rows, "current_rows": report.current_rows,
+                 "tests": {d["field"]: {k: d.get(k) for k in ("test", "statistic", "threshold", "p_value")}
+                           for d in (f.to_dict() for f in report.fields if f.drifted)}},
+            )
+        self._drift[name] = (now, alert)
+        return alert
 
     def _budget_alerts(self, name: str, budget: Any, now: float) -> list[Alert]:
         at = self.config.model.monitor.budget_alert_at

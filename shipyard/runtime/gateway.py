@@ -174,6 +174,10 @@ class Gateway:
             prices = [self._price(name, i) for i in range(len(fspec.route))]
             feature = Feature.build(name, fspec, breakers, backoff, prices)
             feature.retention = model.retention_of(name)
+            if fspec.drift is not None and feature.retention.store_content == "none":
+                raise config.problem(("features", name, "drift"),
+                                     "drift reads the recorded traffic, which keeps no inputs: set "
+                                     "retention: {store_content: redacted} for this feature")
             self._check_content_key(name, feature.retention)
             feature.pipeline = build_pipeline(build_stages(feature, self.services), self.router)
             self.features[name] = feature
@@ -186,7 +190,7 @@ class Gateway:
         self.jobs = False
         """Run the scheduled jobs (retention purge, alert evaluation) once started: the server sets it."""
         self._watcher: asyncio.Task[None] | None = None
-        self.monitor = Monitor(config, self.store.incidents, self.services.background, self.store.evals)
+        self.monitor = Monitor(config, self.store.incidents, self.services.background, self.store.evals, self.store)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Gateway:

@@ -29,7 +29,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if receiver.fail_first > 0:
                     receiver.fail_first -= 1
@@ -249,3 +249,32 @@ def test_budget_and_online_evaluation_alerts_reach_their_owners(primary, write_c
     receiver.wait(2)
     got = {(where, body["incident"]["key"]) for where, body in receiver.posts}
     assert got == {("/oncall", "budget:day"), ("/ml", "eval:online")}
+
+
+def test_drifted_inputs_open_an_incident_for_the_incidents_owner(primary, write_config, serve, receiver, tmp_path):
+    (tmp_path / "reference.jsonl").write_text("".join(
+        orjson.dumps({"text": "where is my parcel", "category": "shipping", "amount": 10 + i % 7}).decode() + "\n"
+        for i in range(200)))
+    extra = """    prompt: [{role: user, content: "{{ text }}"}]
+    retention: {store_content: redacted}
+    drift: {reference: reference.jsonl, window: 1m, every: 1s, min_rows: 30}
+"""
+    slo = "    slo: {availability: 0.5}"
+    path = write_config(config(primary, receiver.url, extra=extra, slo=slo))
+    served = serve(path)
+    for i in range(40):
+        r = httpx.post(f"{served.base_url}/v1/features/triage/invoke",
+                       json={"input": {"text": "refund my order now", "category": "billing", "amount": 900 + i}})
+        assert r.status_code == 200
+    [(where, body)] = receiver.wait(1)
+    assert where == "/oncall" and body["incident"]["key"] == "drift"
+    assert {"category", "amount"} <= set(body["incident"]["details"]["drifted_fields"])
+
+
+def test_drift_needs_stored_inputs(primary, write_config, receiver):
+    extra = "    drift: {reference: reference.jsonl}\n"
+    path = write_config(config(primary, receiver.url, extra=extra))
+    from shipyard import Gateway
+
+    with pytest.raises(Exception, match="store_content: redacted"):
+        Gateway(load_config(path))
