@@ -159,6 +159,7 @@ class Metrics:
         self.cost_nano: dict[tuple[str, str], int] = {}
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.findings: dict[tuple[str, str, str, str, str], int] = {}
+        self.quality: dict[tuple[str, str, str, str], int] = {}  # feature, segment, field, problem
         self._breakers = breakers
         self._budgets = budgets
         self._budgets_ttl_s = budgets_ttl_s
@@ -256,6 +257,10 @@ class Metrics:
                 fkey = (feature, str(event.get("guard")), str(event.get("rule")), str(event.get("severity")),
                         str(event.get("action")))
                 self.findings[fkey] = self.findings.get(fkey, 0) + 1
+            elif event["kind"] == "quality":  # data quality of the input: bounded by the config's fields
+                for problem in event.get("problems") or ():
+                    qkey = (feature, segment, str(problem.get("field")), str(problem.get("problem")))
+                    self.quality[qkey] = self.quality.get(qkey, 0) + 1
 
     # -- scrapes -----------------------------------------------------------------------------------
 
@@ -350,6 +355,8 @@ class Metrics:
                        self.cache_hits)
         yield _counter("shipyard_guard_findings", "Guard findings (pii, injection, policy, output_contract).",
                        ("feature", "guard", "rule", "severity", "action"), self.findings)
+        yield _counter("shipyard_quality_problems", "Data-quality problems of arriving inputs, by segment.",
+                       ("feature", "segment", "field", "problem"), self.quality)
         yield from self._gauges()
 
     def _durations(self) -> Metric:

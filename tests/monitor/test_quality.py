@@ -81,6 +81,8 @@ features:
         for i in range(10):
             text = "ok" if i % 2 else "a proper question"
             assert httpx.post(f"{served.base_url}/v1/features/intake/invoke", json={"input": {"text": text}}).status_code == 200
+        metrics = httpx.get(f"{served.base_url}/metrics").text
+        assert 'shipyard_quality_problems_total{feature="intake",field="text",problem="too_short",segment=""} 5.0' in metrics
         [(where, body)] = receiver.wait(1)
         assert where == "/oncall" and body["incident"]["key"] == "quality"
         assert body["incident"]["details"]["problems"] == 5 and body["incident"]["details"]["total"] == 10
