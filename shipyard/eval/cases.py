@@ -148,7 +148,7 @@ def read_objects(
             raise DatasetError(path, n, f"bad JSON: {exc.msg} at column {exc.colno}",
                                f"write each {noun} as one JSON object on one line") from None
         if not isinstance(obj, dict):
-            raise DatasetError(path, n, f"a {noun} must be a JSON object, not {_json_type(obj)}",
+            raise DatasetError(path, n, f"a {noun} must be a JSON object, not {json_type(obj)}",
                                f"write {example} on each line")
         yield n, obj
 
@@ -261,7 +261,7 @@ def _case(path: str | os.PathLike[str], line: int | None, obj: Mapping[str, Any]
         case_id = str(raw_id).strip()
     else:
         raise DatasetError(path, line,
-                           f"\"id\" must be a non-empty string or an integer, not {_json_type(raw_id)}",
+                           f"\"id\" must be a non-empty string or an integer, not {json_type(raw_id)}",
                            "give the case a name such as \"refund-1\", or leave the id out")
     if len(case_id) > MAX_ID_CHARS:
         raise DatasetError(path, line, f"the id is {len(case_id)} characters long (at most {MAX_ID_CHARS})",
@@ -286,7 +286,7 @@ def _segment(path: str | os.PathLike[str], line: int | None, raw: Any) -> dict[s
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise DatasetError(path, line, f"\"segment\" must be an object, not {_json_type(raw)}",
+        raise DatasetError(path, line, f"\"segment\" must be an object, not {json_type(raw)}",
                            'write it as {"lang": "en", "tier": 2}')
     out: dict[str, str] = {}
     for key, value in raw.items():
@@ -297,7 +297,7 @@ def _segment(path: str | os.PathLike[str], line: int | None, raw: Any) -> dict[s
         elif isinstance(value, str | int | float):
             out[key] = str(value)
         else:
-            raise DatasetError(path, line, f"segment {key!r} is {_json_type(value)}",
+            raise DatasetError(path, line, f"segment {key!r} is {json_type(value)}",
                                "segment values are strings or numbers")
     return out
 
@@ -306,12 +306,13 @@ def _meta(path: str | os.PathLike[str], line: int | None, raw: Any) -> dict[str,
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise DatasetError(path, line, f"\"meta\" must be an object, not {_json_type(raw)}",
+        raise DatasetError(path, line, f"\"meta\" must be an object, not {json_type(raw)}",
                            'write it as {"note": "..."}')
     return dict(raw)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How an error message names a JSON value's type (\"a number\", \"a list\")."""
     if value is None:
         return "null"
     if isinstance(value, bool):

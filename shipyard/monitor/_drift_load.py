@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..eval.cases import DatasetError, read_objects
+from ..eval.cases import DatasetError, json_type, read_objects
 from ..eval.cases import read_lines as _lines
 from ._drift_columns import label
 
@@ -179,7 +179,7 @@ def _case_row(path: str | os.PathLike[str], line: int, obj: Mapping[str, Any]) -
     if isinstance(data, str):
         return {"prompt": data}
     raise DatasetError(path, line, "this row of an eval dataset has no input" if data is None
-                       else f"\"input\" is {_json_type(data)}",
+                       else f"\"input\" is {json_type(data)}",
                        "give every case an input: an object of fields, chat messages, or a text")
 
 
@@ -242,15 +242,3 @@ def _message_text(content: Any) -> str | None:
         parts = [p.get("text") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)]
         return "\n".join(parts) if parts else None
     return None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "a list" if isinstance(value, list) else type(value).__name__
