@@ -26,3 +26,37 @@ def feature_list(text_or_list: str | list[str], known: set[str] | frozenset[str]
     if unknown:
         raise ValueError(f"unknown feature(s) {', '.join(unknown)}; the config has: {', '.join(sorted(known))}")
     return wanted
+
+
+TRAFFIC = "traffic:"
+
+
+def parse_window(text: str, now: float) -> tuple[float, float]:
+    """``START..END`` -> (since, until) in epoch seconds. Each end is an ISO 8601 date or time (UTC unless
+    it has an offset: ``2026-11-01``, ``2026-11-01T08:00``, ``2026-11-01T08:00+01:00``) or a duration ago
+    (``14d``); an empty END is now. ValueError saying how to write one."""
+    import datetime as dt
+
+    how = "write START..END, e.g. 2026-11-01..2026-11-08 (UTC dates or times) or 14d..7d (durations ago)"
+    start, sep, end = (text or "").partition("..")
+    if not sep or not start.strip():
+        raise ValueError(f"{text!r} is not a time window; {how}")
+
+    def point(part: str) -> float:
+        part = part.strip()
+        if not part:
+            return now
+        try:
+            return now - parse_duration(part)
+        except ValueError:
+            pass
+        try:
+            when = dt.datetime.fromisoformat(part)
+        except ValueError:
+            raise ValueError(f"{part!r} in {text!r} is neither a date, a time nor a duration; {how}") from None
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+    since, until = point(start), point(end)
+    if since >= until:
+        raise ValueError(f"{text!r} ends before it starts; {how}")
+    return since, until

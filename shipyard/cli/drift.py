@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,13 +17,17 @@ from rich.text import Text
 
 from ..config import default_config_path, load_config
 from ..errors import ConfigError
+from ..units import TRAFFIC, parse_window
 from . import ConfigOption, _config_failure, _duration, _open, err, fail, out
 
 
 def drift_command(
-    feature: Annotated[str, typer.Argument(help="The feature whose inputs are compared")],
-    reference: Annotated[Path | None, typer.Option(
-        "--reference", "-r", help="JSONL/CSV of inputs, or an eval dataset [default: the feature's eval.dataset]",
+    feature: Annotated[str, typer.Argument(help="The feature whose inputs and outputs are compared")],
+    reference: Annotated[str | None, typer.Option(
+        "--reference", "-r", metavar="FILE|traffic:START..END",
+        help="JSONL/CSV of inputs, an eval dataset, or a window of recorded traffic such as "
+             "traffic:2026-11-01..2026-11-08 or traffic:14d..7d [default: the feature's drift.reference, "
+             "else its eval.dataset]",
     )] = None,
     current: Annotated[Path | None, typer.Option(
         "--current", help="JSONL/CSV of inputs [default: the recorded traffic of the last --window]",
@@ -28,7 +35,7 @@ def drift_command(
     window: Annotated[str, typer.Option(
         "--window", "-w", help="How far back the traffic is read, e.g. 24h, 7d",
     )] = "24h",
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many recent calls")] = 100_000,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many recent calls a side")] = 100_000,
     config: ConfigOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here")] = None,
     html_out: Annotated[Path | None, typer.Option(
@@ -37,6 +44,10 @@ def drift_command(
     fields: Annotated[str | None, typer.Option("--fields", help="Comma-separated fields [default: all]")] = None,
     segment: Annotated[list[str] | None, typer.Option(
         "--segment", "-s", help="FIELD=VALUE: only the rows (both sides) where FIELD is VALUE; repeatable",
+    )] = None,
+    by_segment: Annotated[list[str] | None, typer.Option(
+        "--by-segment", "-b", metavar="FIELD",
+        help="Also a report per value of FIELD; repeatable; 'none' for none [default: the feature's segments]",
     )] = None,
     types: Annotated[list[str] | None, typer.Option(
         "--type", help="FIELD=numeric|categorical|text instead of the inferred type; repeatable",
@@ -48,16 +59,20 @@ def drift_command(
         "--embeddings/--no-embeddings", help="Embedding drift of text fields (needs the semantic extra)",
     )] = True,
 ) -> None:
-    """Compare a feature's inputs against a reference, field by field; exit 1 if any field drifted.
+    """Compare a feature's inputs and outputs against a reference, field by field and per segment; exit 1
+    if any field drifted (or a segment's dataset did), 2 when it cannot compare.
 
-    The current inputs come from --current, or else from the traces stored in the last --window (the
-    calls' inputs; for chat features the last user message as "prompt" and the answer as "answer")."""
+    Recorded traffic gives each call's inputs (with retention.store_content redacted; for chat features
+    the last user message as "prompt" and the answer as "answer"), a typed feature's answer as
+    output.FIELD, and outcome.refused, outcome.fallback and outcome.eval_score, which need no stored
+    content."""
     from ..eval.cases import DatasetError
     from ..monitor import drift
 
     wanted_segment = _pairs("--segment", segment or [])
     wanted_types = _pairs("--type", types or [])
-    since = time.time() - _duration("--window", window)
+    now = time.time()
+    since = now - _duration("--window", window)
     field_list = [f.strip() for f in fields.split(",") if f.strip()] if fields is not None else None
     if field_list == []:
         fail("--fields: name at least one field")
@@ -65,15 +80,33 @@ def drift_command(
         options = drift.DriftOptions(dataset_share=share, embeddings=embeddings)
     except ValueError as exc:
         fail(str(exc))
+    opened = functools.cache(lambda: _open(config))
+    # The config gives the defaults (reference, segments) and the traffic; two files need none, but one
+    # that is there (or named) still gives the feature's segments.
+    files_only = reference is not None and not reference.startswith(TRAFFIC) and current is not None
+    spec = None
+    if not files_only or (by_segment is None and (config is not None or default_config_path(None).exists())):
+        spec = _feature_spec(_config(config), feature)
     try:
-        ref_path = reference or _default_reference(config, feature)
-        ref_table = drift.load_table(ref_path)
         notes: list[str] = []
+        ref_text = reference or _default_reference(config, feature, spec)
+        if ref_text.startswith(TRAFFIC):
+            try:
+                ref_since, ref_until = parse_window(ref_text[len(TRAFFIC):], now)
+            except ValueError as exc:
+                fail(f"--reference: {exc}")
+            ref_table, ref_label, ref_notes = _traffic(opened, feature, ref_since, ref_until, limit,
+                                                       f"reference window {ref_text[len(TRAFFIC):]}", False)
+            notes += [f"reference: {n}" for n in ref_notes]
+        else:
+            ref_table, ref_label = drift.load_table(ref_text), ref_text
         if current is not None:
             cur_table = drift.load_table(current)
             current_label = str(current)
         else:
-            cur_table, current_label, notes = _traffic(config, feature, since, window, limit)
+            cur_table, current_label, cur_notes = _traffic(opened, feature, since, None, limit, f"last {window}",
+                                                           not ref_text.startswith(TRAFFIC))
+            notes += cur_notes
     except DatasetError as exc:
         fail(exc.message)
     if wanted_segment:
@@ -83,14 +116,20 @@ def drift_command(
             if table.rows == 0:
                 fail(f"no rows of the {side} in segment {shown}")
         current_label += f" [{shown}]"
+    keys = [k for k in (by_segment if by_segment is not None else (spec.segments if spec else []))
+            if k.lower() != "none" and k not in wanted_segment]
     try:
         report = drift.compare(ref_table, cur_table, options=options, types=wanted_types, fields=field_list)
+        if keys:
+            report.segments, segment_notes = drift.compare_segments(
+                ref_table, cur_table, keys, options=options, types=wanted_types, fields=field_list)
+            notes += segment_notes
     except ValueError as exc:
         fail(str(exc))
     report.notes[:0] = notes
     _print(report)
-    _write(report, feature, str(ref_path), current_label, json_out, html_out)
-    raise typer.Exit(1 if report.any_drifted else 0)
+    _write(report, feature, ref_label, current_label, json_out, html_out)
+    raise typer.Exit(1 if report.something_drifted else 0)
 
 
 def _pairs(option: str, items: list[str]) -> dict[str, str]:
@@ -103,12 +142,14 @@ def _pairs(option: str, items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _default_reference(config: Path | None, feature: str) -> Path:
-    cfg = _config(config)
-    spec = _feature_spec(cfg, feature)
+def _default_reference(config: Path | None, feature: str, spec: Any) -> str:
+    if spec.drift is not None:
+        ref = spec.drift.reference
+        return ref if ref.startswith(TRAFFIC) else str(Path(_config(config).base_dir) / ref)
     if spec.eval is None or not spec.eval.dataset:
-        fail(f"no reference: pass --reference FILE, or set eval.dataset for {feature}")
-    return Path(cfg.base_dir) / spec.eval.dataset
+        fail(f"no reference: pass --reference FILE or traffic:START..END, or set drift.reference or "
+             f"eval.dataset for {feature}")
+    return str(Path(_config(config).base_dir) / spec.eval.dataset)
 
 
 def _config(config: Path | None) -> Any:
@@ -125,26 +166,36 @@ def _feature_spec(cfg: Any, feature: str) -> Any:
     return spec
 
 
-def _traffic(config: Path | None, feature: str, since: float, window: str, limit: int) -> tuple[Any, str, list[str]]:
-    """The inputs of the feature's recent calls, as a table; a data error (exit 2) when there are none."""
+def _traffic(opened: Callable[[], tuple[Any, Any]], feature: str, since: float, until: float | None, limit: int,
+             what: str, inputs_only: bool) -> tuple[Any, str, list[str]]:
+    """The feature's calls of a window, as a table (``inputs_only``: the calls with stored inputs); a data
+    error (exit 2) when there are none."""
     from ..monitor.drift import table_from_traces
 
-    cfg, store = _open(config)
+    cfg, store = opened()
     _feature_spec(cfg, feature)
-    traces = store.traces_with_content(feature=feature, since=since, status=None, limit=limit)
-    table, skipped = table_from_traces(traces)
+    traces = store.traffic(feature=feature, since=since, until=until, limit=limit)
+    if not traces:
+        fail(f"no recorded calls of {feature!r} in the {what}; traces are kept "
+             f"{cfg.model.retention_of(feature).traces_days} days (retention.traces_days), "
+             "or pass a file instead")
+    table, skipped = table_from_traces(traces, inputs_only=inputs_only)
     notes = []
     if skipped:
         left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items()))
-        notes.append(f"calls left out: {left_out}")
+        notes.append(f"calls without their inputs ({'left out' if inputs_only else 'their outcomes count'}): "
+                     f"{left_out}; inputs need retention.store_content: redacted")
     if len(traces) == limit:
-        notes.append(f"read the newest {limit} calls of the window (--limit)")
+        notes.append(f"read the newest {limit} calls of the {what} (--limit)")
     if table.rows == 0:
-        fail(f"no stored inputs of {feature!r} in the last {window}"
-             + (f" ({notes[0]})" if notes else "")
-             + "; the feature must store content (retention.store_content redacted or encrypted), "
-             "or pass --current FILE")
-    return table, f"traffic of the last {window} ({len(traces)} calls)", notes
+        fail(f"no stored inputs of {feature!r} in the {what} ({notes[0]}); compare the outcomes against a "
+             "window of traffic (--reference traffic:START..END), or pass --current FILE")
+    span = f"{_utc(since)}..{_utc(until) if until is not None else 'now'}"
+    return table, f"traffic of the {what} ({span} UTC, {table.rows} calls)", notes
+
+
+def _utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -178,6 +229,15 @@ def _print(report: Any) -> None:
             out.print(Text(f"{f.field}: {note}", style="dim"))
     for note in report.notes:
         out.print(Text(f"note: {note}", style="dim"))
+    if report.segments:
+        seg = RichTable("segment", "n ref", "n cur", "drifted fields", "share", "dataset drift", title="By segment")
+        for sd in report.segments:
+            r = sd.report
+            mark = Text("yes", style="bold red") if sd.drifted else Text("no", style="green")
+            seg.add_row(Text(sd.name), f"{sd.reference_rows:,}", f"{sd.current_rows:,}",
+                        Text(", ".join(r.drifted_fields) if r else sd.note, style="" if r else "dim"),
+                        f"{r.drifted_share:.0%}" if r else "", mark if r else Text("-", style="dim"))
+        out.print(seg)
     drifted, compared = report.drifted_fields, len(report.compared)
     plural = "s" if compared != 1 else ""
     line = Text(f"{len(drifted)} of {compared} field{plural} drifted ({report.drifted_share:.0%})")
@@ -186,6 +246,11 @@ def _print(report: Any) -> None:
     line.append(f"; dataset drift: {'yes' if report.drifted else 'no'} (threshold {report.dataset_share:.0%}); "
                 f"{report.reference_rows:,} reference rows, {report.current_rows:,} current rows, "
                 f"{report.seconds:.2f} s")
+    if report.segments:
+        judged = [sd for sd in report.segments if sd.report is not None]
+        line.append(f"; segments drifted: {len(report.drifted_segments)} of {len(judged)}")
+        if report.drifted_segments:
+            line.append(" (" + ", ".join(report.drifted_segments) + ")", style="bold red")
     out.print(line)
 
 

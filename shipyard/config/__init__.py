@@ -172,7 +172,7 @@ def _problems(
         elif err["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and indentation)"
         elif err["type"] == "missing":
-            message = "required key is missing"
+            message = _missing(loc)
         else:
             message = err["msg"]
             message = message.removeprefix("Value error, ")
@@ -181,6 +181,25 @@ def _problems(
                 message += f" (got {shown})"
         out.append((file, line_for(lines, loc), _dotted(loc), message))
     return out
+
+
+_DUTY_HELP = {
+    "incidents": "SLO, drift, budget and data-quality alerts",
+    "changes": "approves prompt and config changes",
+    "evaluation": "evaluation regressions",
+    "risk": "guard and policy alerts",
+}
+
+
+def _missing(loc: Path) -> str:
+    """A missing key; an unowned duty says what the duty is and how an owner is written."""
+    if len(loc) >= 3 and loc[0] == "features" and loc[-1] == "owners":
+        return ("no owners: every feature names an owner for each of its four duties, e.g. owners: "
+                "{incidents: oncall, changes: ml-team, evaluation: ml-team, risk: ana}")
+    if len(loc) >= 4 and loc[0] == "features" and loc[-2] == "owners" and loc[-1] in _DUTY_HELP:
+        return (f"the {loc[-1]} duty ({_DUTY_HELP[loc[-1]]}) has no owner: name one, or a contact "
+                f"{{name: ..., webhook: https://...}} that gets its alerts")
+    return "required key is missing"
 
 
 _SECRET_HINTS = ("key", "secret", "token", "password", "storage", "url", "header", "auth")

@@ -94,6 +94,14 @@ class Owners(Strict):
     evaluation: str | Contact
     risk: str | Contact
 
+    @field_validator(*DUTIES)
+    @classmethod
+    def _named(cls, value: str | Contact) -> str | Contact:
+        name = value if isinstance(value, str) else value.name
+        if not name.strip():
+            raise ValueError("an empty name owns nothing: name the person or team that owns this duty")
+        return value
+
     def contact(self, duty: str) -> Contact:
         owner = getattr(self, duty)
         return owner if isinstance(owner, Contact) else Contact(name=owner)
@@ -173,7 +181,9 @@ class DriftSpec(Strict):
     needs ``retention.store_content: redacted`` (or encrypted content is skipped)."""
 
     reference: str
-    """A JSONL or CSV file of feature inputs (or the feature's eval dataset), relative to the config."""
+    """A JSONL or CSV file of feature inputs (or the feature's eval dataset), relative to the config; or
+    an approved window of recorded traffic, ``traffic:2026-11-01..2026-11-08`` (UTC dates or times) or
+    ``traffic:14d..7d`` (durations ago, a window that moves along)."""
     window: str = "24h"
     """The current traffic compared: the calls of this last window."""
     every: str = "1h"
@@ -184,6 +194,17 @@ class DriftSpec(Strict):
     """Also compare text by sentence embeddings (needs the semantic extra; slow on large windows)."""
 
     _check = field_validator("window", "every")(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        from ..units import TRAFFIC, parse_window
+
+        if v.startswith(TRAFFIC):
+            parse_window(v[len(TRAFFIC):], 1e9)  # ValueError saying how to write one
+        elif not v.strip():
+            raise ValueError("name a file of inputs, or a traffic window: traffic:2026-11-01..2026-11-08")
+        return v
 
 
 class MonitorSpec(Strict):

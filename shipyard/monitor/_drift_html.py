@@ -68,11 +68,32 @@ def render(report: DriftReport, *, title: str, reference: str, current: str) -> 
             + f"<td class={'yes' if f.drifted else 'no'}>{'yes' if f.drifted else 'no'}</td></tr>"
         )
     parts.append("</table>")
+    if report.segments:
+        parts.append(_segments(report))
     for f in report.fields:
         parts.append(_field_section(f))
     parts.append("<p class=muted>Rules: " + _e(", ".join(f"{k}={v}" for k, v in report.rules.items()))
                  + ". See shipyard/monitor/drift.py for how each test is chosen.</p></body></html>")
     return "\n".join(parts)
+
+
+def _segments(report: DriftReport) -> str:
+    """Per segment: its rows, the fields that drifted within it, and its dataset verdict."""
+    out = [("<h2>By segment</h2><p class=muted>A segment drifts when at least "
+           f"{report.dataset_share:.0%} of its fields do (the dataset rule, within the segment).</p>"),
+           ("<table><tr><th>segment</th><th>n ref</th><th>n cur</th><th>drifted fields</th><th>share</th>"
+           "<th>dataset drift</th></tr>")]
+    for sd in report.segments:
+        r = sd.report
+        verdict = ("<td class=yes>yes</td>" if sd.drifted else "<td class=no>no</td>") if r \
+            else "<td class=muted>-</td>"
+        out.append(f"<tr><td>{_e(sd.name)}</td><td class=n>{sd.reference_rows:,}</td>"
+                   f"<td class=n>{sd.current_rows:,}</td>"
+                   + (f"<td>{_e(', '.join(r.drifted_fields))}</td><td class=n>{r.drifted_share:.0%}</td>" if r
+                      else f"<td colspan=2 class=muted>{_e(sd.note)}</td>")
+                   + verdict + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
 
 
 def _anchor(name: str) -> str:

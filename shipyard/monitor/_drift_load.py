@@ -25,7 +25,7 @@ from ..eval.cases import DatasetError, json_type, read_objects
 from ..eval.cases import read_lines as _lines
 from ._drift_columns import label
 
-__all__ = ["Table", "chat_row", "load_table", "table_from_rows", "table_from_traces"]
+__all__ = ["OUTCOMES", "Table", "chat_row", "load_table", "table_from_rows", "table_from_traces"]
 
 _CASE_KEYS = frozenset(("id", "input", "expected", "segment", "severity", "meta"))
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
@@ -41,13 +41,22 @@ class Table:
 
     def where(self, segment: Mapping[str, str]) -> Table:
         """The rows whose fields have these values (compared as text: tier=2 matches 2 and "2")."""
-        keep = range(self.rows)
+        keep: set[int] | None = None
         for name, wanted in segment.items():
-            values = self.columns.get(name)
-            if values is None:
-                return Table({k: [] for k in self.columns}, 0, self.source)
-            keep = [i for i in keep if values[i] is not None and label(values[i]) == wanted]
-        return Table({k: [v[i] for i in keep] for k, v in self.columns.items()}, len(keep), self.source)
+            rows = set(self.groups(name).get(wanted, ()))
+            keep = rows if keep is None else keep & rows
+        return self.take(sorted(keep) if keep is not None else list(range(self.rows)))
+
+    def groups(self, name: str) -> dict[str, list[int]]:
+        """Row indices by the value of a field (as text); rows without the field are left out."""
+        out: dict[str, list[int]] = {}
+        for i, value in enumerate(self.columns.get(name, ())):
+            if value is not None:
+                out.setdefault(label(value), []).append(i)
+        return out
+
+    def take(self, rows: list[int]) -> Table:
+        return Table({k: [v[i] for i in rows] for k, v in self.columns.items()}, len(rows), self.source)
 
 
 class _Builder:
@@ -104,9 +113,22 @@ def table_from_rows(rows: Iterable[Mapping[str, Any]], source: str = "") -> Tabl
     return builder.table(source)
 
 
-def table_from_traces(traces: Iterable[Mapping[str, Any]]) -> tuple[Table, dict[str, int]]:
-    """Stored traces (``Store.traces_with_content``) as a table of inputs, and the traces left out by
-    reason: no_content, sealed (encrypted content that was not opened), no_input."""
+OUTCOMES = ("outcome.refused", "outcome.fallback", "outcome.eval_score")
+"""The columns every stored call gives, content or not: whether the model refused (a ``refusal`` event,
+shipyard/monitor/refusal.py), whether the feature's fallback_response answered, and the call's online
+evaluation score (None when it was not sampled)."""
+
+
+def table_from_traces(traces: Iterable[Mapping[str, Any]], *,
+                      inputs_only: bool = False) -> tuple[Table, dict[str, int]]:
+    """Stored traces (``Store.traffic``) as a table, and how many calls gave no inputs, by reason:
+    no_content, sealed (encrypted content that was not opened), no_input.
+
+    Each call gives its inputs (from the stored content), what it answered (``output.<field>`` for a
+    typed feature, ``answer`` for chat), its segment (the trace's ``segment``: ``lang=es,tier=gold`` gives
+    the fields ``lang`` and ``tier`` where the inputs do not have them) and the ``OUTCOMES``. A call
+    without inputs is still a row (its outcomes count, its input fields are absent) unless ``inputs_only``:
+    against a file of inputs, such rows would read as missing values."""
     builder = _Builder()
     skipped: dict[str, int] = {}
     for trace in traces:
@@ -116,22 +138,46 @@ def table_from_traces(traces: Iterable[Mapping[str, Any]]) -> tuple[Table, dict[
                 content = json.loads(content)
             except ValueError:
                 pass
+        row: dict[str, Any] = {}
         reason = None
         if content is None:
             reason = "no_content"
-        elif not isinstance(content, Mapping):
+        elif not isinstance(content, Mapping) or content.get("encrypted") is True:
             reason = "sealed"
         elif isinstance(content.get("input"), Mapping):
-            builder.add(flatten(content["input"]))
+            flatten(content["input"], "", row)
         elif isinstance(content.get("messages"), list):
-            builder.add(chat_row(content["messages"], content.get("answer")))
+            row.update(chat_row(content["messages"], content.get("answer")))
         elif isinstance(content.get("input"), str):
-            builder.add({"prompt": content["input"]})
+            row["prompt"] = content["input"]
         else:
             reason = "no_input"
         if reason:
             skipped[reason] = skipped.get(reason, 0) + 1
+            if inputs_only:
+                continue
+        elif isinstance(content.get("output"), Mapping):
+            flatten(content["output"], "output.", row)
+        for pair in (trace.get("segment") or "").split(","):
+            key, sep, value = pair.partition("=")
+            if sep and key not in row:
+                row[key] = value
+        row.update(_outcomes(trace))
+        builder.add(row)
     return builder.table("traces"), skipped
+
+
+def _outcomes(trace: Mapping[str, Any]) -> dict[str, Any]:
+    events = trace.get("events")
+    if isinstance(events, str):
+        try:
+            events = json.loads(events)
+        except ValueError:
+            events = None
+    refused = any(isinstance(e, Mapping) and e.get("kind") == "refusal" for e in events or ())
+    score = trace.get("eval_score")
+    return {"outcome.refused": refused, "outcome.fallback": trace.get("status") == "fallback",
+            "outcome.eval_score": float(score) if isinstance(score, int | float) else None}
 
 
 def load_table(path: str | os.PathLike[str]) -> Table:
@@ -171,16 +217,26 @@ def _read_jsonl(path: str | os.PathLike[str], f: BinaryIO, builder: _Builder) ->
 
 
 def _case_row(path: str | os.PathLike[str], line: int, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A case as drift fields: its input, its expected output when that is an object (a typed feature's
+    expected fields, the reference for output drift, as ``output.<field>``), and its segment."""
     data = obj.get("input")
     if isinstance(data, Mapping):
-        return flatten(data)
-    if isinstance(data, list):
-        return chat_row(data)
-    if isinstance(data, str):
-        return {"prompt": data}
-    raise DatasetError(path, line, "this row of an eval dataset has no input" if data is None
-                       else f"\"input\" is {json_type(data)}",
-                       "give every case an input: an object of fields, chat messages, or a text")
+        row = flatten(data)
+    elif isinstance(data, list):
+        row = chat_row(data)
+    elif isinstance(data, str):
+        row = {"prompt": data}
+    else:
+        raise DatasetError(path, line, "this row of an eval dataset has no input" if data is None
+                           else f"\"input\" is {json_type(data)}",
+                           "give every case an input: an object of fields, chat messages, or a text")
+    expected = obj.get("expected")
+    if isinstance(expected, Mapping):
+        flatten(expected, "output.", row)
+    segment = obj.get("segment")
+    for key, value in (segment.items() if isinstance(segment, Mapping) else ()):
+        row.setdefault(str(key), value)
+    return row
 
 
 def _read_csv(path: str | os.PathLike[str], f: BinaryIO, builder: _Builder, delimiter: str) -> None:

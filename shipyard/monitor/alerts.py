@@ -11,10 +11,15 @@ by every replica, and surviving restarts):
   window needs ``min_calls`` calls before it may fire.
 - **Guard**: a critical finding (a policy rule, PII, injection, an output contract that failed for good)
   in the last ``monitor.guard_window``.
+- **Drift** (``drift:``): the calls of the last ``window`` against the reference (a file, or a window of
+  recorded traffic), every ``every``: fires when the dataset, an outcome (refusal or fallback rate,
+  online-eval score) or a segment's dataset drifted.
+- **Budgets**, **data quality** and **online evaluation** scores: a share spent, a problem rate, a mean
+  score over a window.
 
 A firing alert opens an incident for the feature (one per alert while it is open: replicas that see the
-same alert open it once), routed to the owner of the alert's duty: SLO alerts to ``incidents``, guard
-alerts to ``risk``. When the alert stops firing the incident is resolved. Owners with a webhook get each
+same alert open it once), routed to the owner of the alert's duty: SLO, drift, budget and quality alerts
+to ``incidents``, online evaluation to ``evaluation``, guard alerts to ``risk``. When the alert stops firing the incident is resolved. Owners with a webhook get each
 opening and resolution as a JSON POST (generic, or Slack's ``{"text"}``), retried with backoff; every
 delivery and failure is on the incident's timeline.
 """
@@ -31,7 +36,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..providers._h1 import Pool
-from ..units import parse_duration
+from ..units import TRAFFIC, parse_duration, parse_window
 
 _log = logging.getLogger("shipyard.monitor")
 
@@ -203,37 +208,74 @@ class Monitor:
         return out
 
     def _drift_alert(self, name: str, spec: Any, now: float) -> Alert | None:
-        """The feature's inputs of the last ``window`` against its reference, at most every ``every``
-        (the verdict is kept in between); None while there is no verdict yet."""
-        from .drift import DriftOptions, compare, load_table, table_from_traces
+        """The feature's calls of the last ``window`` against its reference, at most every ``every`` (the
+        verdict is kept in between): the whole, and each segment of the feature's ``segments``. Fires when
+        the dataset drifted, an outcome (refusal or fallback rate, online-eval score) drifted, or a segment's
+        dataset did."""
+        from .drift import DriftOptions, compare, compare_segments, table_from_traces
 
         cached = self._drift.get(name)
         if cached is not None and now - cached[0] < parse_duration(spec.every):
             return cached[1]
-        reference = self._references.get(name)
-        if reference is None:
-            path = spec.reference if spec.reference.startswith("/") else f"{self.config.base_dir}/{spec.reference}"
-            reference = self._references[name] = load_table(path)
-        rows = self.store.traces_with_content(feature=name, since=now - parse_duration(spec.window), status=None,
-                                              limit=100_000)
+        rows = self.store.traffic(feature=name, since=now - parse_duration(spec.window), limit=100_000)
         current, _skipped = table_from_traces(rows)
-        n = len(rows) - sum(_skipped.values())
-        if n < spec.min_rows:
-            alert = Alert("drift", "incidents", False, f"{name}: {n} call(s) in the last {spec.window}, fewer "
-                          f"than the {spec.min_rows} drift needs", {"current_rows": n})
+        reference = self._drift_reference(name, spec, now)
+        if isinstance(reference, str):
+            alert = Alert("drift", "incidents", False, f"{name}: {reference}", {"reference": spec.reference})
+            _log.warning("drift of %s not judged: %s", name, reference)
+        elif current.rows < spec.min_rows:
+            alert = Alert("drift", "incidents", False, f"{name}: {current.rows} call(s) in the last {spec.window}, "
+                          f"fewer than the {spec.min_rows} drift needs", {"current_rows": current.rows})
         else:
-            report = compare(reference, current, options=DriftOptions(embeddings=spec.embeddings, workers=1))
+            options = DriftOptions(embeddings=spec.embeddings, workers=1)
+            report = compare(reference, current, options=options)
+            segments, _notes = compare_segments(reference, current, self.config.model.features[name].segments,
+                                                options=options, min_rows=spec.min_rows)
+            outcomes = [f for f in report.drifted_fields if f.startswith("outcome.")]
+            drifted_segments = [sd.name for sd in segments if sd.drifted]
+            what = [f"inputs and outputs ({', '.join(report.drifted_fields)}: {report.drifted_share:.0%} of the "
+                    "fields)" if report.drifted else "", f"outcomes ({', '.join(outcomes)})" if outcomes else "",
+                    f"segments ({', '.join(drifted_segments)})" if drifted_segments else ""]
+            what = [w for w in what if w]
             alert = Alert(
-                "drift", "incidents", report.drifted,
-                f"{name}: inputs drifted from the reference over the last {spec.window}: "
-                f"{', '.join(report.drifted_fields) or 'no field'} ({report.drifted_share:.0%} of the fields compared)",
+                "drift", "incidents", bool(what),
+                f"{name}: drifted from the reference over the last {spec.window}: {'; '.join(what)}" if what
+                else f"{name}: no drift over the last {spec.window} ({', '.join(report.drifted_fields) or 'no field'}"
+                     f" drifted, {report.drifted_share:.0%} of the fields)",
                 {"drifted_fields": report.drifted_fields, "drifted_share": round(report.drifted_share, 4),
+                 "drifted_outcomes": outcomes, "drifted_segments": drifted_segments,
                  "reference_rows": report.reference_rows, "current_rows": report.current_rows,
-                 "tests": {d["field"]: {k: d.get(k) for k in ("test", "statistic", "threshold", "p_value")}
+                 "tests": {d["field"]: {k: d.get(k) for k in ("test", "statistic", "threshold", "p_value",
+                                                            "reference_n", "current_n")}
                            for d in (f.to_dict() for f in report.fields if f.drifted)}},
             )
         self._drift[name] = (now, alert)
         return alert
+
+    def _drift_reference(self, name: str, spec: Any, now: float) -> Any:
+        """The reference table (a file, read once; a fixed traffic window, read once; a moving one, read
+        each round), or a string saying why there is none."""
+        from .drift import load_table, table_from_traces
+
+        cached = self._references.get(name)
+        if cached is not None:
+            return cached
+        if not spec.reference.startswith(TRAFFIC):
+            path = spec.reference if spec.reference.startswith("/") else f"{self.config.base_dir}/{spec.reference}"
+            table = self._references[name] = load_table(path)
+            return table
+        text = spec.reference[len(TRAFFIC):]
+        since, until = parse_window(text, now)
+        rows = self.store.traffic(feature=name, since=since, until=until, limit=100_000)
+        if len(rows) < spec.min_rows:
+            days = self.config.model.retention_of(name).traces_days
+            return (f"the reference window {text} has {len(rows)} recorded call(s), fewer than the {spec.min_rows} "
+                    f"drift needs (traces are kept {days} days: approve a later window, or freeze one into a "
+                    "file with shipyard eval dataset add --from-traces)")
+        table, _skipped = table_from_traces(rows)
+        if parse_window(text, now + 3600) == (since, until):  # fixed dates: the same rows every time
+            self._references[name] = table
+        return table
 
     def _budget_alerts(self, name: str, budget: Any, now: float) -> list[Alert]:
         at = self.config.model.monitor.budget_alert_at

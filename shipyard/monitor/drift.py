@@ -78,9 +78,11 @@ __all__ = [
     "DriftOptions",
     "DriftReport",
     "FieldDrift",
+    "SegmentDrift",
     "Table",
     "chat_row",
     "compare",
+    "compare_segments",
     "load_table",
     "table_from_rows",
     "table_from_traces",
@@ -240,6 +242,8 @@ class DriftReport:
     seconds: float
     notes: list[str] = field(default_factory=list)
     rules: dict[str, Any] = field(default_factory=dict)
+    segments: list[SegmentDrift] = field(default_factory=list)
+    """Per-segment reports (``compare_segments``), when asked for."""
 
     @property
     def compared(self) -> list[FieldDrift]:
@@ -263,9 +267,19 @@ class DriftReport:
     def any_drifted(self) -> bool:
         return bool(self.drifted_fields)
 
+    @property
+    def drifted_segments(self) -> list[str]:
+        return [s.name for s in self.segments if s.drifted]
+
+    @property
+    def something_drifted(self) -> bool:
+        """What the command's exit status says: a field of the whole, or a segment's dataset, drifted."""
+        return self.any_drifted or bool(self.drifted_segments)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "drifted": self.drifted, "any_drifted": self.any_drifted,
+            "drifted_segments": self.drifted_segments, "segments": [s.to_dict() for s in self.segments],
             "drifted_share": round(self.drifted_share, 6), "dataset_share": self.dataset_share,
             "drifted_fields": self.drifted_fields, "fields_compared": len(self.compared),
             "reference_rows": self.reference_rows, "current_rows": self.current_rows,
@@ -273,6 +287,43 @@ class DriftReport:
             "fields": [f.to_dict() for f in self.fields],
         }
 
+
+@dataclass
+class SegmentDrift:
+    """One segment's comparison: the rows of both sides where ``field`` is ``value``. A segment is judged
+    by the dataset rule (at least ``dataset_share`` of its fields drifted), not by any one field: segments
+    multiply the comparisons, and single p-value tests across many of them would cry wolf."""
+
+    field: str
+    value: str
+    reference_rows: int
+    current_rows: int
+    report: DriftReport | None  # None: too few rows to judge
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.field}={self.value}"
+
+    @property
+    def drifted(self) -> bool:
+        return self.report is not None and self.report.drifted
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"segment": {self.field: self.value}, "reference_rows": self.reference_rows,
+                               "current_rows": self.current_rows, "drifted": self.drifted}
+        if self.report is not None:
+            out.update(drifted_share=round(self.report.drifted_share, 6),
+                       drifted_fields=self.report.drifted_fields, fields_compared=len(self.report.compared),
+                       fields=[f.to_dict() for f in self.report.fields])
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+ANSWER_FIELDS = ("answer", "output.", "outcome.")
+"""Fields about the answer rather than the input: compared only when both sides have them (a file of
+inputs has no outcomes, and that is not drift), where an input field missing on one side is."""
 
 TableLike = Table | Mapping[str, Sequence[Any] | np.ndarray] | Sequence[Mapping[str, Any]]
 
@@ -289,7 +340,8 @@ def compare(reference: TableLike, current: TableLike, *, options: DriftOptions |
     started = time.perf_counter()
     ref_columns, ref_rows = _columns(reference)
     cur_columns, cur_rows = _columns(current)
-    names = list(dict.fromkeys([*ref_columns, *cur_columns]))
+    names = [n for n in dict.fromkeys([*ref_columns, *cur_columns])
+             if (n in ref_columns and n in cur_columns) or not n.startswith(ANSWER_FIELDS)]
     if fields is not None:
         unknown = [f for f in fields if f not in ref_columns and f not in cur_columns]
         if unknown:
@@ -312,6 +364,49 @@ def compare(reference: TableLike, current: TableLike, *, options: DriftOptions |
     notes = [f"embedding drift skipped: {run.embedding_error}"] if run.embedding_error else []
     return DriftReport(results, ref_rows, cur_rows, opts.dataset_share, time.perf_counter() - started,
                        notes, opts.rules())
+
+
+SEGMENT_MIN_ROWS = 30
+SEGMENT_MAX_VALUES = 10
+
+
+def compare_segments(reference: TableLike, current: TableLike, keys: Sequence[str], *,
+                     options: DriftOptions | None = None, types: Mapping[str, str] | None = None,
+                     fields: Sequence[str] | None = None, min_rows: int = SEGMENT_MIN_ROWS,
+                     max_values: int = SEGMENT_MAX_VALUES) -> tuple[list[SegmentDrift], list[str]]:
+    """A report per value of each segment field (its ``max_values`` most frequent in the current rows),
+    and notes on what could not be compared. A value with fewer than ``min_rows`` rows on either side is
+    listed without a report. The segment field itself is left out of its segments' comparisons."""
+    ref, cur = _table(reference), _table(current)
+    out: list[SegmentDrift] = []
+    notes: list[str] = []
+    for key in dict.fromkeys(keys):
+        if key not in ref.columns and key not in cur.columns:
+            notes.append(f"segment {key!r}: neither side has this field")
+            continue
+        ref_groups, cur_groups = ref.groups(key), cur.groups(key)
+        ranked = sorted(cur_groups, key=lambda v: (-len(cur_groups[v]), v))
+        if len(ranked) > max_values:
+            notes.append(f"segment {key!r}: the {max_values} most frequent of {len(ranked)} values compared")
+        for value in ranked[:max_values]:
+            n_ref, n_cur = len(ref_groups.get(value, ())), len(cur_groups[value])
+            if min(n_ref, n_cur) < min_rows:
+                out.append(SegmentDrift(key, value, n_ref, n_cur, None,
+                                        f"too few rows to judge (needs {min_rows} a side)"))
+                continue
+            names = [f for f in (fields if fields is not None else dict.fromkeys([*ref.columns, *cur.columns]))
+                     if f != key]
+            report = compare(ref.take(ref_groups[value]), cur.take(cur_groups[value]), options=options,
+                             types={k: v for k, v in (types or {}).items() if k != key} or None, fields=names)
+            out.append(SegmentDrift(key, value, n_ref, n_cur, report))
+    return out, notes
+
+
+def _table(table: TableLike) -> Table:
+    if isinstance(table, Table):
+        return table
+    columns, rows = _columns(table)
+    return Table({k: list(v) for k, v in columns.items()}, rows)
 
 
 def to_html(report: DriftReport, *, title: str, reference: str, current: str) -> str:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..economics.pricing import Price, estimate_prompt_tokens
 from ..errors import DeadlineExceeded, ShipyardError, TransientProviderError, error_class_name
+from ..monitor.refusal import HEAD_CHARS
+from ..monitor.refusal import detect as detect_refusal
 
 if TYPE_CHECKING:
     from ..access import Principal
@@ -191,8 +193,8 @@ class ChunkStream:
     """
 
     __slots__ = (
-        "_chars", "_closed", "_first", "_got_usage", "_held", "_idle_s", "_kept", "_on_close", "_parts", "_rest",
-        "_transforms", "_usage_wanted", "call", "estimate",
+        "_chars", "_closed", "_finish", "_first", "_got_usage", "_head", "_held", "_idle_s", "_kept", "_on_close",
+        "_parts", "_refusal", "_rest", "_transforms", "_usage_wanted", "call", "estimate",
     )
 
     def __init__(
@@ -213,6 +215,9 @@ class ChunkStream:
         self._chars = 0
         self._kept: list[dict[str, Any]] | None = None
         self._parts: list[str] | None = None
+        self._head = ""  # the start of the answer, and how it finished: enough to tell a refusal
+        self._finish: str | None = None
+        self._refusal = False
         self._held: list[Callable[[], None]] = []
         self._got_usage = False
         self._transforms: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
@@ -270,6 +275,10 @@ class ChunkStream:
     @property
     def text(self) -> str | None:
         return None if self._parts is None else "".join(self._parts)
+
+    def refusal(self) -> str | None:
+        """How the answer streamed so far is a refusal (shipyard/monitor/refusal.py), or None."""
+        return detect_refusal(self._head, finish_reason=self._finish, refusal=self._refusal)
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
@@ -349,6 +358,12 @@ class ChunkStream:
                 self._chars += len(content)
                 if self._parts is not None:
                     self._parts.append(content)
+                if len(self._head) < HEAD_CHARS:
+                    self._head += content
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+            if delta.get("refusal"):
+                self._refusal = True
             for tool_call in delta.get("tool_calls") or ():
                 args = (tool_call.get("function") or {}).get("arguments")
                 if isinstance(args, str):

@@ -22,6 +22,7 @@ from ..config import BreakerSpec, Config, RetentionSpec, load_config
 from ..economics.pricing import Price, PriceTable
 from ..economics.quotas import rate_rules
 from ..errors import ProviderError, UnknownFeature
+from ..monitor.alerts import Monitor
 from ..monitor.metrics import Metrics
 from ..monitor.tracing import Tracing
 from ..providers import available_kinds, get_provider_class
@@ -29,7 +30,7 @@ from ..state import open_state
 from ..store import Store, TraceWriter, retention
 from ..store.audit import digest
 from ..store.content import ContentKeyError
-from ..monitor.alerts import Monitor
+from ..units import TRAFFIC
 from .call import Call, ChunkStream
 from .feature import Feature
 from .limits import budget_rules_for
@@ -174,10 +175,13 @@ class Gateway:
             prices = [self._price(name, i) for i in range(len(fspec.route))]
             feature = Feature.build(name, fspec, breakers, backoff, prices)
             feature.retention = model.retention_of(name)
-            if fspec.drift is not None and feature.retention.store_content == "none":
-                raise config.problem(("features", name, "drift"),
-                                     "drift reads the recorded traffic, which keeps no inputs: set "
-                                     "retention: {store_content: redacted} for this feature")
+            if (fspec.drift is not None and feature.retention.store_content == "none"
+                    and not fspec.drift.reference.startswith(TRAFFIC)):
+                raise config.problem(("features", name, "drift", "reference"),
+                                     "drift compares the inputs of recorded traffic with this file, but the "
+                                     "feature keeps no inputs: set retention: {store_content: redacted}, or "
+                                     "compare outcomes only against a window of traffic (reference: "
+                                     "traffic:START..END)")
             self._check_content_key(name, feature.retention)
             feature.pipeline = build_pipeline(build_stages(feature, self.services), self.router)
             self.features[name] = feature

@@ -24,8 +24,9 @@ from ..errors import (
     ShipyardError,
     error_class_name,
 )
-from ..providers._format import chat_completion, chunks_from_completion, message_text
 from ..monitor.metrics import SegmentLabels
+from ..monitor.refusal import of_completion as refusal_of
+from ..providers._format import chat_completion, chunks_from_completion, message_text
 from .call import Call, ChunkStream
 from .feature import describe, schema_errors
 
@@ -68,11 +69,14 @@ class Record:
         if isinstance(result, ChunkStream):
             if call.feature.retention.store_content != "none" or self.observe is not None:
                 result.collect_text()
-            result.on_close(lambda c: self.finish(c, result.text))
+            result.on_close(lambda c: self.finish(c, result.text, result.refusal() if c.op == "chat" else None))
             return result
         if call.status == "pending":
             call.status = "ok"
-        self.finish(call, message_text(result) if call.op == "chat" and isinstance(result, dict) else None)
+        if call.op == "chat" and isinstance(result, dict):
+            self.finish(call, message_text(result), refusal_of(result))
+        else:
+            self.finish(call)
         return result
 
     @staticmethod
@@ -86,7 +90,9 @@ class Record:
             return {**asked, "output": call.output}
         return {**asked, "answer": answer} if answer is not None else asked
 
-    def finish(self, call: Call, answer: str | None = None) -> None:
+    def finish(self, call: Call, answer: str | None = None, refusal: str | None = None) -> None:
+        if refusal is not None and call.status == "ok":  # a fallback_response is ours, not a refusal
+            call.event("refusal", how=refusal)
         err = call.error
         usage = call.usage or {}
         principal = call.principal

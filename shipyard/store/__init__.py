@@ -262,6 +262,30 @@ class Store:
                 row["content"] = self.open_content(row)
         return rows
 
+    TRAFFIC_COLUMNS = ("trace_id", "op", "status", "error_type", "route", "started_at", "events", "segment",
+                       "content")
+
+    def traffic(self, *, feature: str, since: float, until: float | None = None,
+                limit: int = 100_000) -> list[dict[str, Any]]:
+        """A feature's production calls in ``[since, until)``, newest first, with or without stored content
+        (opened when redacted; encrypted content stays sealed), each with ``eval_score``: its online
+        evaluation score when the call was sampled, else None. What drift reads: the inputs need content,
+        the outcomes (status, fallback, refusal, score) do not."""
+        cols = [traces.c[name] for name in self.TRAFFIC_COLUMNS]
+        query = (sa.select(*cols, eval_online.c.score.label("eval_score"))
+                 .select_from(traces.outerjoin(eval_online, eval_online.c.trace_id == traces.c.trace_id))
+                 .where(traces.c.feature == feature, traces.c.started_at >= since,
+                        sa.or_(traces.c.tenant.is_(None), traces.c.tenant != "eval"))
+                 .order_by(traces.c.started_at.desc()).limit(limit))
+        if until is not None:
+            query = query.where(traces.c.started_at < until)
+        with self.engine.connect() as conn:
+            rows = [_plain(r) for r in conn.execute(query).mappings()]
+        for row in rows:
+            if row["content"] is not None and not Sealer.is_sealed(row["content"]):
+                row["content"] = self.open_content(row)
+        return rows
+
     def count_traces(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one())

@@ -101,7 +101,8 @@ def test_usage_and_data_errors_exit_2_with_one_line(tmp_path, files, args, messa
     assert result.stdout == "" and isinstance(result.exception, SystemExit)
 
 
-def config_file(tmp_path: Path) -> Path:
+def config_file(tmp_path: Path, triage: str = "") -> Path:
+    """Three features on a SQLite store in tmp_path; ``triage``: more lines for the triage feature."""
     path = tmp_path / "shipyard.yaml"
     path.write_text(f"""
 storage: sqlite:///{tmp_path}/store.db
@@ -111,7 +112,7 @@ features:
   triage:
     owners: {{incidents: a, changes: b, evaluation: c, risk: d}}
     route: [{{provider: p, model: m}}]
-  chat:
+{triage}  chat:
     owners: {{incidents: a, changes: b, evaluation: c, risk: d}}
     route: [{{provider: p, model: m}}]
   extract:
@@ -147,7 +148,8 @@ def test_without_current_the_recorded_traffic_of_the_window_is_compared(tmp_path
     week = run("triage", "-c", str(config), "-r", str(files["ref"]), "--window", "7d", "--no-embeddings",
                "--json", str(out))
     assert week.returncode == 1 and json.loads(out.read_text())["current_rows"] == 400
-    assert json.loads(out.read_text())["current"] == "traffic of the last 7d (400 calls)"
+    current = json.loads(out.read_text())["current"]
+    assert current.startswith("traffic of the last 7d (20") and current.endswith("..now UTC, 400 calls)")
 
 
 def test_chat_traffic_is_compared_as_prompt_and_answer(tmp_path):
@@ -178,11 +180,11 @@ def test_chat_traffic_is_compared_as_prompt_and_answer(tmp_path):
 def test_no_stored_traffic_and_an_unknown_feature_are_data_errors(tmp_path, files):
     config = config_file(tmp_path)
     empty = in_process("triage", "-c", str(config), "-r", str(files["ref"]), "--no-embeddings")
-    assert empty.exit_code == 2 and "no stored inputs of 'triage' in the last 24h" in empty.stderr
+    assert empty.exit_code == 2 and "no recorded calls of 'triage' in the last 24h" in empty.stderr
     unknown = in_process("nope", "-c", str(config), "-r", str(files["ref"]), "--no-embeddings")
     assert unknown.exit_code == 2 and "unknown feature 'nope'; the config has: chat, extract, triage" in unknown.stderr
     no_reference = in_process("triage", "-c", str(config), "--current", str(files["moved"]))
-    assert no_reference.exit_code == 2 and "pass --reference FILE, or set eval.dataset" in no_reference.stderr
+    assert no_reference.exit_code == 2 and "pass --reference FILE or traffic:START..END, or set drift.reference or eval.dataset" in no_reference.stderr
 
 
 def test_the_eval_dataset_is_the_default_reference(tmp_path, files):

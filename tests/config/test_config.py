@@ -377,12 +377,18 @@ def test_bad_prompt_role() -> None:
 
 def test_missing_owners() -> None:
     text = edit(MINIMAL, "    owners: {incidents: a, changes: b, evaluation: c, risk: d}\n", "")
-    assert one_problem(text) == (FILE, line_of(text, "  f:"), "features.f.owners", "required key is missing")
+    assert one_problem(text) == (FILE, line_of(text, "  f:"), "features.f.owners", "no owners: every feature names an owner for each of its four duties, e.g. owners: {incidents: oncall, changes: ml-team, evaluation: ml-team, risk: ana}")
 
 
 def test_missing_one_owner() -> None:
     text = edit(MINIMAL, ", risk: d}", "}")
-    assert one_problem(text) == (FILE, line_of(text, "owners:"), "features.f.owners.risk", "required key is missing")
+    assert one_problem(text) == (FILE, line_of(text, "owners:"), "features.f.owners.risk", "the risk duty (guard and policy alerts) has no owner: name one, or a contact {name: ..., webhook: https://...} that gets its alerts")
+
+
+def test_an_empty_owner_owns_nothing() -> None:
+    text = edit(MINIMAL, "risk: d}", "risk: ' '}")
+    assert one_problem(text)[2:] == ("features.f.owners.risk", "an empty name owns nothing: name the person or team "
+                                     "that owns this duty (got ' ')")
 
 
 def test_missing_route() -> None:

@@ -396,10 +396,14 @@ def test_jsonl_rows_are_flattened_and_csv_numbers_read_as_numbers(tmp_path):
 
 
 def test_an_eval_dataset_and_chat_rows_stand_for_their_inputs(tmp_path):
+    """A case gives its input, its expected output as output.<field> (the reference of output drift)
+    and its segment; an input field of the segment's name wins over the segment."""
     path = tmp_path / "cases.jsonl"
     path.write_text('{"id": "a", "input": {"text": "refund"}, "expected": {"category": "billing"}}\n'
-                    '{"id": "b", "input": {"text": "reset"}, "segment": {"lang": "en"}}\n')
-    assert load_table(path).columns == {"text": ["refund", "reset"]}
+                    '{"id": "b", "input": {"text": "reset"}, "segment": {"lang": "en"}, "expected": "any"}\n'
+                    '{"id": "c", "input": {"text": "x", "lang": "de"}, "segment": {"lang": "fr"}}\n')
+    assert load_table(path).columns == {"text": ["refund", "reset", "x"], "output.category": ["billing", None, None],
+                                        "lang": [None, "en", "de"]}
     chat = tmp_path / "chat.jsonl"
     chat.write_text('{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],'
                     ' "answer": "hi"}\n{"input": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}\n')
@@ -431,21 +435,34 @@ def test_a_missing_file_is_a_dataset_error(tmp_path):
         load_table(tmp_path / "nope.jsonl")
 
 
-def test_traces_become_rows_of_inputs():
+def test_traces_become_rows_of_inputs_outputs_and_outcomes():
+    """Every call is a row: its inputs when content was stored, its answer (output.<field> or answer), its
+    segment from the trace, and the outcomes, which need no content at all."""
+    refusal = [{"kind": "refusal", "how": "phrase"}]
     traces = [
-        {"content": {"input": {"text": "refund", "meta": {"tier": 1}}, "output": {"category": "billing"}}},
+        {"content": {"input": {"text": "refund", "meta": {"tier": 1}}, "output": {"category": "billing"}},
+         "status": "ok", "segment": "lang=es,meta.tier=9", "eval_score": 0.5},
         {"content": {"messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "a"},
-                                  {"role": "user", "content": "second"}], "answer": "ok"}},
-        {"content": '{"input": {"text": "as JSON text"}}'},
-        {"content": "aesgcm:v1:sealed"},
-        {"content": None},
-        {"content": {"output": 1}},
+                                  {"role": "user", "content": "second"}], "answer": "ok"},
+         "status": "ok", "events": '[{"kind": "refusal", "how": "content_filter"}]'},
+        {"content": '{"input": {"text": "as JSON text"}}', "status": "fallback"},
+        {"content": "aesgcm:v1:sealed", "status": "ok", "events": refusal},
+        {"content": {"encrypted": True, "key_id": "k1"}, "status": "ok"},
+        {"content": None, "status": "error", "eval_score": 1},
+        {"content": {"output": 1}, "status": "ok"},
     ]
     table, skipped = table_from_traces(traces)
-    assert table.rows == 3
-    assert table.columns == {"text": ["refund", None, "as JSON text"], "meta.tier": [1, None, None],
-                             "prompt": [None, "second", None], "answer": [None, "ok", None]}
-    assert skipped == {"sealed": 1, "no_content": 1, "no_input": 1}
+    assert table.rows == 7
+    n = [None] * 4
+    assert table.columns == {
+        "text": ["refund", None, "as JSON text", *n], "meta.tier": [1, *[None] * 6],
+        "output.category": ["billing", *[None] * 6], "lang": ["es", *[None] * 6],
+        "prompt": [None, "second", None, *n], "answer": [None, "ok", None, *n],
+        "outcome.refused": [False, True, False, True, False, False, False],
+        "outcome.fallback": [False, False, True, False, False, False, False],
+        "outcome.eval_score": [0.5, None, None, None, None, 1.0, None],
+    }
+    assert skipped == {"sealed": 2, "no_content": 1, "no_input": 1}
 
 
 def test_a_segment_keeps_the_rows_whose_field_has_the_value():

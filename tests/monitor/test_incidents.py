@@ -278,3 +278,34 @@ def test_drift_needs_stored_inputs(primary, write_config, receiver):
 
     with pytest.raises(Exception, match="store_content: redacted"):
         Gateway(load_config(path))
+
+
+def test_a_refusal_rate_that_climbs_against_an_approved_window_is_an_incident_then_resolves(
+        primary, write_config, serve, receiver):
+    """Outcome drift needs no stored content: the reference is last day's recorded traffic (2 refusals in
+    100 calls); the upstream starts refusing every other call; the incidents owner gets one drift incident
+    naming outcome.refused, and its resolution once the refusals leave the window."""
+    from tests.store.test_store import record
+
+    extra = "    drift: {reference: 'traffic:2d..1d', window: 3s, every: 1s, min_rows: 30}\n"
+    path = write_config(config(primary, receiver.url, extra=extra, slo="    slo: {availability: 0.5}"))
+    store = Store(load_config(path).model.storage)
+    store.migrate()
+    day_ago = time.time() - 1.5 * 86400
+    store.insert_traces([{**record(i, "triage"), "started_at": day_ago + i, "events":
+                          [{"kind": "refusal", "how": "phrase"}] if i in (17, 71) else []} for i in range(100)])
+    store.close()
+    primary.script(*[Reply("I'm sorry, but I can't help with that.") if i % 2 else Reply("It ships today.")
+                     for i in range(40)])
+    served = serve(path)
+    assert set(chat(served, 40)) == {200}
+    [(where, body)] = receiver.wait(1)
+    assert where == "/oncall" and body["event"] == "incident.opened" and body["incident"]["key"] == "drift"
+    details = body["incident"]["details"]
+    assert details["drifted_outcomes"] == ["outcome.refused"] and details["reference_rows"] == 100
+    assert details["tests"]["outcome.refused"]["test"] == "z" and "outcome.refused" in body["incident"]["title"]
+    primary.default = Reply("It ships today.")
+    time.sleep(3.2)  # the refusals leave the 3 s window
+    assert set(chat(served, 40)) == {200}
+    posts = receiver.wait(2)
+    assert [(p, b["event"]) for p, b in posts] == [("/oncall", "incident.opened"), ("/oncall", "incident.resolved")]
