@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from ..eval.cases import DatasetError, json_type, read_objects
 from ..eval.cases import read_lines as _lines
 from ._drift_columns import label
@@ -56,7 +58,10 @@ class Table:
         return out
 
     def take(self, rows: list[int]) -> Table:
-        return Table({k: [v[i] for i in rows] for k, v in self.columns.items()}, len(rows), self.source)
+        """These rows, in this order (numpy columns stay arrays)."""
+        index = np.asarray(rows, dtype=np.intp)
+        return Table({k: v[index] if isinstance(v, np.ndarray) else [v[i] for i in rows]
+                      for k, v in self.columns.items()}, len(rows), self.source)
 
 
 class _Builder:

@@ -406,7 +406,7 @@ def _table(table: TableLike) -> Table:
     if isinstance(table, Table):
         return table
     columns, rows = _columns(table)
-    return Table({k: list(v) for k, v in columns.items()}, rows)
+    return Table({k: v if isinstance(v, np.ndarray) else list(v) for k, v in columns.items()}, rows)
 
 
 def to_html(report: DriftReport, *, title: str, reference: str, current: str) -> str:
