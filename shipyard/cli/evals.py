@@ -195,6 +195,10 @@ def eval_gate(
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
     junit_out: JunitOut = None,
+    notify: Annotated[bool, typer.Option(
+        "--notify", help="A failed gate opens an incident for the feature's evaluation owner (webhook); a "
+                         "passing one resolves it. For CI on the main branch, not for experiments.",
+    )] = False,
 ) -> None:
     """Judge a run by its feature's eval.gate: exit 0 pass, 1 fail, 2 usage or data error."""
     from ..eval import report
@@ -209,6 +213,8 @@ def eval_gate(
     gate_result, comparison = _gate(gateway, run, summary, baseline)
     report.terminal(summary, gate_result, comparison, console=out)
     _write_reports(run, summary, gate_result, comparison, json_out, html_out, junit_out)
+    if notify:
+        _notify_gate(gateway, run, gate_result)
     if not gate_result.passed:
         for rule in gate_result.rules:
             if not rule.passed and not rule.skipped:
@@ -216,6 +222,36 @@ def eval_gate(
                 err.print(f"gate failed: {rule.rule}: {rule.message}{cases}", highlight=False, markup=False)
         raise typer.Exit(1)
     out.print(f"gate passed: {run['run_id']}", highlight=False)
+
+
+def _notify_gate(gateway: Any, run: dict[str, Any], gate_result: Any) -> None:
+    """The gate's verdict as the ``eval:gate`` alert of the run's feature (evaluation duty): a failure
+    opens an incident (once while open) and notifies its owner; a pass resolves it."""
+    from ..monitor.alerts import Alert, Monitor
+
+    feature = run["feature"]
+    failed = [r for r in gate_result.rules if not r.passed and not r.skipped]
+    title = (f"{feature}: evaluation gate failed for run {run['run_id']}"
+             + (f" (release {run['release']})" if run.get("release") else "")
+             + ": " + "; ".join(f"{r.rule}: {r.message}" for r in failed)) if failed else \
+        f"{feature}: evaluation gate passed for run {run['run_id']}"
+    details = {"run_id": run["run_id"], "release": run.get("release"),
+               "failed": [{"rule": r.rule, "message": r.message, "cases": list(r.cases[:20])} for r in failed]}
+    alert = Alert("eval:gate", "evaluation", bool(failed), title[:2000], details)
+
+    async def settle() -> dict[str, Any] | None:
+        monitor = Monitor(gateway.config, gateway.store.incidents, None)
+        try:
+            return await monitor.settle(feature, alert, by=f"eval gate {run['run_id']}", wait=True)
+        finally:
+            await monitor.notifier.aclose()
+
+    change = asyncio.run(settle())
+    if change is not None:
+        owner = gateway.config.features[feature].owners.contact("evaluation")
+        what = "opened" if "opened" in change else "resolved"
+        incident = change.get("opened") or change.get("resolved")
+        err.print(f"incident #{incident} {what} for the evaluation owner {owner.name}", highlight=False, markup=False)
 
 
 @eval_app.command("compare")

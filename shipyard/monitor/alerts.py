@@ -300,22 +300,37 @@ class Monitor:
         changes: list[dict[str, Any]] = []
         verdicts = await asyncio.to_thread(self.alerts, now)
         for feature, alert in verdicts:
-            contact = self.config.model.features[feature].owners.contact(alert.duty)
-            existing = await asyncio.to_thread(self.incidents.find_open, feature, alert.key)
-            if alert.firing and existing is None:
-                opened = await asyncio.to_thread(
-                    self.incidents.open, feature=feature, key=alert.key, duty=alert.duty, owner=contact.name,
-                    title=alert.title, details=alert.details,
-                )
-                if opened is not None:  # another replica may have opened it a moment ago
-                    changes.append({"opened": opened["id"], "feature": feature, "key": alert.key})
-                    self.background.spawn(self.notifier.deliver("incident.opened", opened, contact))
-            elif not alert.firing and existing is not None:
-                if await asyncio.to_thread(self.incidents.transition, existing["id"], "resolved",
-                                           {"by": "monitor", "details": alert.details}):
-                    resolved = await asyncio.to_thread(self.incidents.get, existing["id"])
-                    changes.append({"resolved": existing["id"], "feature": feature, "key": alert.key})
-                    self.background.spawn(self.notifier.deliver("incident.resolved", resolved, contact))
-            elif alert.firing and existing is not None:
-                pass  # deduplicated: the open incident already says so
+            change = await self.settle(feature, alert)
+            if change is not None:
+                changes.append(change)
         return changes
+
+    async def settle(self, feature: str, alert: Alert, *, by: str = "monitor",
+                     wait: bool = False) -> dict[str, Any] | None:
+        """Bring the feature's incident for this alert in step with its verdict: open one (and notify the
+        duty's owner) when it fires and none is open; resolve the open one (and notify) when it stopped.
+        ``wait``: deliver before returning (a command that exits next), instead of in the background."""
+        contact = self.config.model.features[feature].owners.contact(alert.duty)
+        existing = await asyncio.to_thread(self.incidents.find_open, feature, alert.key)
+        if alert.firing and existing is None:
+            incident = await asyncio.to_thread(
+                self.incidents.open, feature=feature, key=alert.key, duty=alert.duty, owner=contact.name,
+                title=alert.title, details=alert.details,
+            )
+            if incident is None:  # another replica opened it a moment ago
+                return None
+            change, event = {"opened": incident["id"], "feature": feature, "key": alert.key}, "incident.opened"
+        elif not alert.firing and existing is not None:
+            if not await asyncio.to_thread(self.incidents.transition, existing["id"], "resolved",
+                                           {"by": by, "details": alert.details}):
+                return None
+            incident = await asyncio.to_thread(self.incidents.get, existing["id"])
+            change, event = {"resolved": existing["id"], "feature": feature, "key": alert.key}, "incident.resolved"
+        else:
+            return None  # firing and already open (deduplicated), or quiet and nothing open
+        delivery = self.notifier.deliver(event, incident, contact)
+        if wait:
+            await delivery
+        else:
+            self.background.spawn(delivery)
+        return change

@@ -152,6 +152,40 @@ def test_gate_exits_0_on_pass_1_on_fail_naming_rule_and_cases_and_2_on_usage_err
     assert "no eval.gate" in cli("eval", "gate", other, "--config", no_gate, code=2).stderr
 
 
+def test_a_failed_gate_with_notify_is_an_incident_for_the_evaluation_owner_until_a_gate_passes(setup, primary):
+    from tests.monitor.test_incidents import Receiver
+
+    receiver = Receiver()
+    try:
+        path = setup(wrong_every=0)
+        text = path.read_text().replace(OWNERS, "{incidents: oncall, changes: ml-team, risk: ana, evaluation: "
+                                                f'{{name: ml-team, webhook: "{receiver.url}/ml"}}}}')
+        path.write_text(text)
+        good = cli("eval", "run", "intent", "--config", path, "--release", "v1").stdout.strip().splitlines()[-1]
+        passed = cli("eval", "gate", good, "--config", path, "--notify")
+        assert "gate passed" in passed.stdout and "incident" not in passed.stderr and receiver.posts == []
+        primary.default = Reply('{"category": "refund"}')
+        bad = cli("eval", "run", "intent", "--config", path, "--no-cache", "--release", "v2").stdout.strip().splitlines()[-1]
+        failed = cli("eval", "gate", bad, "--config", path, "--notify", code=1)
+        assert "opened for the evaluation owner ml-team" in failed.stderr
+        [(where, body)] = receiver.posts  # delivered before the command exits
+        assert where == "/ml" and body["event"] == "incident.opened" and body["incident"]["key"] == "eval:gate"
+        assert body["incident"]["duty"] == "evaluation" and body["incident"]["details"]["release"] == "v2"
+        assert "min_weighted_score" in body["incident"]["title"]
+        assert "incident" not in cli("eval", "gate", bad, "--config", path, "--notify", code=1).stderr  # one open
+        assert len(receiver.posts) == 1
+        fixed = cli("eval", "gate", good, "--config", path, "--notify")
+        assert "resolved for the evaluation owner ml-team" in fixed.stderr
+        assert [(w, b["event"]) for w, b in receiver.posts] == [("/ml", "incident.opened"), ("/ml", "incident.resolved")]
+        store = Store(load_config(path).model.storage)
+        [incident] = store.incidents.list(include_resolved=True)
+        assert [e["kind"] for e in store.incidents.get(incident["id"])["timeline"]] == [
+            "opened", "notified", "resolved", "notified"]
+        store.close()
+    finally:
+        receiver.close()
+
+
 def test_a_significant_regression_against_the_approved_baseline_fails_the_gate(setup, primary, tmp_path):
     path = setup(n=40, wrong_every=0)
     base = cli("eval", "run", "intent", "--config", path).stdout.strip().splitlines()[-1]
