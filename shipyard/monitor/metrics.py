@@ -1,12 +1,13 @@
 """Prometheus metrics: what every call did, by feature, route and segment, served at ``GET /metrics``.
 
 Each finished call is counted once, by ``Metrics.record`` (a recorder the Record stage calls after the
-trace is submitted). It only adds to plain dicts keyed by label tuples, on the event loop, a few hundred
-nanoseconds per series; prometheus-client's own metric objects would take a lock per increment and
-cost several times as much. The dicts are turned into metric families when scraped, by a collector in
-the gateway's own ``CollectorRegistry`` (never the global one: several gateways in one process, as in
-tests, do not clash), and rendered by prometheus-client in the text or OpenMetrics format the scraper
-asks for.
+trace is submitted); a call rejected at admission (no valid key, a key not for the feature), which
+never reaches the Record stage, by ``Metrics.rejected``, which the Admit stage calls. They only add to
+plain dicts keyed by label tuples, on the event loop, a few hundred nanoseconds per series;
+prometheus-client's own metric objects would take a lock per increment and cost several times as much.
+The dicts are turned into metric families when scraped, by a collector in the gateway's own
+``CollectorRegistry`` (never the global one: several gateways in one process, as in tests, do not
+clash), and rendered by prometheus-client in the text or OpenMetrics format the scraper asks for.
 
 Gauges are read when scraped: circuit breakers from their local mirror (no round trip), budgets from
 the shared state (in-process state: at every scrape; Redis: at most every 30 s, one pipelined round
@@ -15,7 +16,8 @@ trip), online evaluation scores from the store (a query: at most every 30 s, ove
 Cardinality is bounded by the config, except for segments, which come from requests: a feature's
 segment label is ``k=v,k=v`` over its declared ``segments`` keys, each value cut to 32 characters, and
 at most 20 distinct labels per feature, per process; later new ones count as ``other``. Routes, error
-types, guards, rules, severities and actions are named by the config and the code, not by callers.
+types, guards, rules, severities and actions are named by the config and the code, not by callers (a
+rejected call's feature too: the server answers 404 to an unknown one before any pipeline runs).
 
 Every replica exposes its own counters (scrape each one; Prometheus sums them across ``instance``),
 and counters start from zero when a process starts, as Prometheus expects.
@@ -135,7 +137,8 @@ class Metrics:
     ``record(call)`` is the per-call hook; ``render(accept)`` answers a scrape. The gauge sources are
     optional callables so that this module needs nothing of the runtime: ``breakers()`` maps
     ``provider/model`` to a state, ``budgets()`` awaits budget rows, ``online(feature, since)`` reads
-    online evaluation rows (blocking: it runs in a thread) for the features in ``online_features``.
+    online evaluation rows (blocking: it runs in a thread) for the features in ``online_features``;
+    ``trace_export_failures()`` counts the span batches tracing could not export (None: no tracing).
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class Metrics:
         budgets_ttl_s: float = 0.0,
         online: Callable[[str, float], list[dict[str, Any]]] | None = None,
         online_features: Sequence[str] = (),
+        trace_export_failures: Callable[[], int | None] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -160,11 +164,13 @@ class Metrics:
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.findings: dict[tuple[str, str, str, str, str], int] = {}
         self.quality: dict[tuple[str, str, str, str], int] = {}  # feature, segment, field, problem
+        self.rejections: dict[tuple[str, str], int] = {}  # feature, reason (the error's code)
         self._breakers = breakers
         self._budgets = budgets
         self._budgets_ttl_s = budgets_ttl_s
         self._online = online
         self._online_features = tuple(online_features)
+        self._trace_export_failures = trace_export_failures
         self._clock = clock
         self._monotonic = monotonic
         self.breaker_states: dict[str, str] = {}
@@ -180,6 +186,7 @@ class Metrics:
     def for_gateway(cls, gateway: Gateway) -> Metrics:
         """The metrics of ``gateway``: its features' segments, breakers, budgets and online evaluation."""
         from ..economics.quotas import budget_rules
+        from ..runtime.limits import Admit
 
         model = gateway.config.model
         rules = []
@@ -202,14 +209,21 @@ class Metrics:
             return [(r.scope, r.name, r.period, r.usd, max(0.0, r.usd - (s + res) / 1e9))
                     for r, (s, res) in zip(rules, spent, strict=True)]
 
-        return cls(
+        def trace_export_failures() -> int | None:
+            tracing = getattr(gateway, "tracing", None)  # built after the metrics
+            return None if tracing is None else tracing.exports.failures
+
+        metrics = cls(
             {name: spec.segments for name, spec in gateway.config.features.items()},
             breakers=gateway.breaker_states,
             budgets=budgets if rules else None,
             budgets_ttl_s=0.0 if model.state.url == "memory" else SLOW_GAUGES_S,
             online=gateway.store.evals.online,
             online_features=list(getattr(gateway, "online", {})),
+            trace_export_failures=trace_export_failures,
         )
+        Admit.on_rejection(gateway.keys, metrics.rejected)
+        return metrics
 
     # -- per call ----------------------------------------------------------------------------------
 
@@ -219,6 +233,16 @@ class Metrics:
             self._record(call, call.elapsed_ms() / 1000.0)
         except Exception as exc:  # noqa: BLE001
             self._fail_once("record", exc)
+
+    def rejected(self, call: Call) -> None:
+        """Count a call rejected at admission (``call.error``: no valid key, a key not for the feature).
+        Never raises."""
+        try:
+            error = call.error
+            key = (call.feature.name, error_class_name(error) if error is not None else "unknown")
+            self.rejections[key] = self.rejections.get(key, 0) + 1
+        except Exception as exc:  # noqa: BLE001
+            self._fail_once("rejected", exc)
 
     def _record(self, call: Call, seconds: float) -> None:
         feature = call.feature.name
@@ -357,6 +381,19 @@ class Metrics:
                        ("feature", "guard", "rule", "severity", "action"), self.findings)
         yield _counter("shipyard_quality_problems", "Data-quality problems of arriving inputs, by segment.",
                        ("feature", "segment", "field", "problem"), self.quality)
+        yield _counter("shipyard_rejected_requests",
+                       "Calls rejected at admission, never recorded: reason invalid_api_key (401), forbidden "
+                       "(403: a key not for this feature).", ("feature", "reason"), self.rejections)
+        if self._trace_export_failures is not None:
+            try:
+                failures = self._trace_export_failures()
+            except Exception as exc:  # noqa: BLE001 - the rest of the scrape stands
+                failures = None
+                self._fail_once("trace export failures", exc)
+            if failures is not None:
+                yield _counter("shipyard_trace_export_failures",
+                               "Span batches that could not be exported to the OTLP collector (dropped).", (),
+                               {(): failures})
         yield from self._gauges()
 
     def _durations(self) -> Metric:

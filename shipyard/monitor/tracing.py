@@ -18,15 +18,20 @@ attempt a ``CLIENT`` span (``INTERNAL`` for an in-process model) named
 ``shipyard.*``. No prompt, answer or provider error message is ever put on a span: only what names
 things (codes, counts, rule names), as in the trace store.
 
-A tracing failure never breaks a call: it is logged once and the span is dropped.
+A tracing failure never breaks a call: it is logged once and the span is dropped. A collector that is
+away is said once a minute at most, naming it and counting the span batches dropped (the SDK's exporter
+would log a warning per retry and an error per batch, from its own thread: its records from our export
+calls are kept out of the logs), and a stop gives the last spans ``CLOSE_S`` at most, then drops them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +61,14 @@ OPERATIONS = {"chat": "chat", "invoke": "chat", "embed": "embeddings"}
 PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "python": "shipyard.python"}
 """gen_ai.provider.name by provider kind; another kind (a plugin) is named by itself."""
 _MAX_TOKENS = ("max_tokens", "max_completion_tokens")
+CLOSE_S = 5.0
+"""The most a stop (``Gateway.aclose``) waits for the last spans to be exported: past it, retries stop and
+what is left is dropped (counted and logged), so a collector that is away never holds a shutdown up (the
+SDK's own flush would try every batch for ``export_timeout_s`` each: 72 s for 6,000 spans, measured)."""
+WARN_EVERY_S = 60.0
+"""While exports fail, one warning per this many seconds at most (per gateway)."""
+EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",)
+"""Where the SDK's OTLP/HTTP span exporter logs each retry and each failed batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,157 @@ def traces_endpoint(base: str) -> str:
     the traces path; a URL that already ends in ``/v1/traces`` is kept."""
     base = base.rstrip("/")
     return base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+
+
+class _Quiet(logging.Filter):
+    """Keeps the OTLP exporter's own records out of the logs while Shipyard's exporter runs it on this
+    thread (only then: the SDK's exporter used by anyone else logs as it always does), and hands the
+    first few to it, to say what went wrong in its own, rate-limited, warning."""
+
+    KEEP = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        heard = getattr(self.local, "heard", None)
+        if heard is None:
+            return True
+        if len(heard) < self.KEEP:
+            args = record.args if isinstance(record.args, tuple) else ()
+            error = next((a for a in args if isinstance(a, BaseException)), None)
+            try:  # the error itself says most ("Connection refused"), else the whole message
+                heard.append(f"{type(error).__name__}: {error}" if error is not None else record.getMessage())
+            except Exception:  # noqa: BLE001 - a record that cannot be formatted is still kept out
+                heard.append(str(record.msg))
+        return False
+
+
+_QUIET = _Quiet()
+
+
+def guarded_exporter(exporter: SpanExporter, endpoint: str | None = None) -> Any:
+    """``exporter`` wrapped so that its failures are counted (``failures``, ``failed_spans``) and said at
+    most every ``WARN_EVERY_S`` (naming ``endpoint``), without the SDK's record per retry."""
+    for name in EXPORTER_LOGGERS:
+        logging.getLogger(name).addFilter(_QUIET)  # once: a filter already there is not added again
+    return _guarded_class()(exporter, endpoint)
+
+
+@functools.cache
+def _guarded_class() -> type:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class GuardedExporter(SpanExporter):
+        """Exports through ``inner``; a failed batch is dropped and counted. The first failure is a warning
+        at once, later ones are summed into one warning per ``WARN_EVERY_S`` (and one when exports work
+        again, and one at the stop). While stopping, the first failure drops everything left at once."""
+
+        def __init__(self, inner: SpanExporter, endpoint: str | None, *, warn_every_s: float = WARN_EVERY_S,
+                     clock: Any = time.monotonic) -> None:
+            self.inner = inner
+            self.endpoint = endpoint or type(inner).__name__
+            self.warn_every_s = warn_every_s
+            self.clock = clock
+            self.failures = 0  # span batches not delivered, since the start
+            self.failed_spans = 0
+            self._unsaid = 0  # batches (and spans) dropped since the last warning
+            self._unsaid_spans = 0
+            self._said_at = float("-inf")
+            self._failing = False
+            self._closing = False
+            self._given_up = False  # stopping, and the collector failed or took too long: drop the rest
+            self._inner_shut = False
+            self._lock = threading.Lock()
+
+        def export(self, spans: Any) -> SpanExportResult:
+            if self._given_up:
+                self._failed(len(spans), None)
+                return SpanExportResult.FAILURE
+            heard: list[str] = []
+            _QUIET.local.heard = heard
+            try:
+                result = self.inner.export(spans)
+            except Exception as exc:  # noqa: BLE001 - the batch processor would log it with a traceback
+                heard.insert(0, repr(exc))
+                result = SpanExportResult.FAILURE
+            finally:
+                _QUIET.local.heard = None
+            if result is SpanExportResult.SUCCESS:
+                if self._failing:
+                    self._recovered()
+                return result
+            if self._closing:
+                self._given_up = True
+            self._failed(len(spans), heard[0] if heard else None)
+            return SpanExportResult.FAILURE
+
+        def _failed(self, spans: int, why: str | None) -> None:
+            with self._lock:
+                self.failures += 1
+                self.failed_spans += spans
+                self._unsaid += 1
+                self._unsaid_spans += spans
+                self._failing = True
+                now = self.clock()
+                if now - self._said_at < self.warn_every_s:
+                    return
+                self._said_at = now
+                batches, dropped = self._unsaid, self._unsaid_spans
+                self._unsaid = self._unsaid_spans = 0
+            because = f" ({why[:300]})" if why else ""
+            _log.warning("tracing: spans cannot be exported to %s%s; %d span batch(es) (%d spans) dropped "
+                         "since the last warning; calls are not affected; next warning in %g s at the "
+                         "earliest", self.endpoint, because, batches, dropped, self.warn_every_s)
+
+        def _recovered(self) -> None:
+            with self._lock:
+                self._failing = False
+                batches, dropped = self._unsaid, self._unsaid_spans
+                self._unsaid = self._unsaid_spans = 0
+                self._said_at = float("-inf")
+            if batches:
+                _log.warning("tracing: spans are exported to %s again; %d span batch(es) (%d spans) were "
+                             "dropped since the last warning", self.endpoint, batches, dropped)
+            else:
+                _log.info("tracing: spans are exported to %s again", self.endpoint)
+
+        def closing(self) -> None:
+            """The stop begins: the first failure from now on drops what is left, without retries."""
+            self._closing = True
+
+        def give_up(self) -> None:
+            """The stop took too long: drop what is left, and interrupt the exporter's retries."""
+            self._given_up = True
+            self.shutdown()
+
+        def report(self) -> None:
+            """At the stop: what was dropped since the last warning, if anything."""
+            with self._lock:
+                batches, dropped = self._unsaid, self._unsaid_spans
+                self._unsaid = self._unsaid_spans = 0
+            if batches:
+                _log.warning("tracing: %d span batch(es) (%d spans) could not be exported to %s before the "
+                             "stop (since the last warning)", batches, dropped, self.endpoint)
+
+        def shutdown(self) -> None:
+            with self._lock:
+                if self._inner_shut:
+                    return
+                self._inner_shut = True
+            _QUIET.local.heard = []
+            try:
+                self.inner.shutdown()
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("tracing: the span exporter did not shut down cleanly: %r", exc)
+            finally:
+                _QUIET.local.heard = None
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return bool(self.inner.force_flush(timeout_millis))
+
+    return GuardedExporter
 
 
 def _call_ids() -> Any:
@@ -124,7 +288,10 @@ class Tracing:
         sample: float = 1.0,
         providers: Mapping[str, ProviderInfo] | None = None,
         max_pending: int = MAX_PENDING,
+        endpoint: str | None = None,
+        close_s: float = CLOSE_S,
     ) -> None:
+        """``endpoint``: where ``exporter`` sends spans, as warnings name it."""
         from opentelemetry import trace
         from opentelemetry.context import Context
         from opentelemetry.sdk.resources import Resource
@@ -147,8 +314,10 @@ class Tracing:
         self.provider = TracerProvider(sampler=ALWAYS_ON, resource=resource, id_generator=self._ids,
                                        shutdown_on_exit=False)
         # Exports as soon as 512 spans wait, else every second; up to 8,192 queued while a collector is slow.
+        self.exports = guarded_exporter(exporter, endpoint)
+        self.close_s = close_s
         self.provider.add_span_processor(
-            BatchSpanProcessor(exporter, max_queue_size=8192, schedule_delay_millis=1000))
+            BatchSpanProcessor(self.exports, max_queue_size=8192, schedule_delay_millis=1000))
         self.tracer = self.provider.get_tracer("shipyard")
         self.max_pending = max_pending
         self.pending: deque[tuple[Call, float]] = deque()
@@ -158,6 +327,7 @@ class Tracing:
         self._thread: threading.Thread | None = None
         self._drain_lock = threading.Lock()
         self._failed: set[str] = set()
+        self._closed = False
 
     @classmethod
     def from_config(cls, config: Any, exporter: SpanExporter | None = None) -> Tracing | None:
@@ -165,6 +335,7 @@ class Tracing:
         asks, through ``exporter`` if given (tests); None when no endpoint is configured, or when
         OTEL_SDK_DISABLED=true."""
         spec = config.model.telemetry
+        named = None
         if exporter is None:
             if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
                 return None
@@ -178,9 +349,13 @@ class Tracing:
             exporter = OTLPSpanExporter(endpoint=traces_endpoint(endpoint) if endpoint else None,
                                         headers=dict(spec.otlp_headers) or None,
                                         timeout=spec.export_timeout_s)
+            named = traces_endpoint(endpoint) if endpoint else (
+                os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or traces_endpoint(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")))
         providers = {name: ProviderInfo.of(p.kind, p.settings.get("base_url"))
                      for name, p in config.providers.items()}
-        return cls(exporter, service_name=spec.service_name, sample=spec.sample, providers=providers)
+        return cls(exporter, service_name=spec.service_name, sample=spec.sample, providers=providers,
+                   endpoint=named)
 
     # -- per call (the event loop) -----------------------------------------------------------------
 
@@ -244,6 +419,21 @@ class Tracing:
     def _close(self, thread: threading.Thread | None) -> None:
         if thread is not None:
             thread.join()
+        if self._closed:
+            return
+        self._closed = True
+        # The SDK's flush tries every batch for up to export_timeout_s each, whatever it is told: it runs
+        # on a thread of its own, given close_s; a first failure while stopping drops the rest at once.
+        self.exports.closing()
+        stop = threading.Thread(target=self._stop, name="shipyard-spans-stop", daemon=True)
+        stop.start()
+        stop.join(self.close_s)
+        if stop.is_alive():
+            self.exports.give_up()  # interrupts the exporter's retries; what is left is dropped (counted)
+            stop.join(1.0)  # a request in flight to a silent collector may outlive it: the thread is a daemon
+        self.exports.report()
+
+    def _stop(self) -> None:
         try:
             self.flush()
         except Exception as exc:  # noqa: BLE001 - a collector away at shutdown loses the last spans

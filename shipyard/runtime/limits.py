@@ -10,13 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
+from weakref import WeakKeyDictionary, WeakMethod
 
 from ..access import OPEN, KeyRing, Principal
 from ..config import BudgetSpec, LimitSpec
 from ..economics.pricing import NANO, estimate_prompt_tokens, max_output_tokens
 from ..economics.quotas import BudgetRule, RateRule, budget_rules, rate_rules
-from ..errors import BudgetExceeded, PayloadTooLarge, RateLimited
+from ..errors import BudgetExceeded, PayloadTooLarge, RateLimited, ShipyardError
 from ..state import State
 from .call import Background, Call, ChunkStream
 from .stages import Next
@@ -27,16 +28,46 @@ log = logging.getLogger("shipyard.limits")
 class Admit:
     """API key -> principal (tenant, role, features); 401 without a valid key, 403 for another feature.
 
-    A trusted in-process caller may set ``call.principal`` itself (the Python API's ``tenant=``)."""
+    A trusted in-process caller may set ``call.principal`` itself (the Python API's ``tenant=``).
+
+    A call it rejects never reaches the Record stage (nothing is stored for it), so the stage tells the
+    recorders of its gateway instead, with ``call.error`` set: they are found by the gateway's key ring
+    (``Admit.on_rejection(keys, recorder)``, where ``Metrics.for_gateway`` adds its counter). Like
+    ``Services.recorders`` they run on the request path: a dict update, never raising."""
+
+    _rejections: ClassVar[WeakKeyDictionary[KeyRing, list[WeakMethod[Callable[[Call], None]]]]] = (
+        WeakKeyDictionary())
 
     def __init__(self, auth: str, keys: KeyRing) -> None:
         self.auth = auth
         self.keys = keys
+        self.rejected = self._recorders(keys)  # the list itself: recorders added later count
+
+    @classmethod
+    def on_rejection(cls, keys: KeyRing, recorder: Callable[[Call], None]) -> None:
+        """Tell ``recorder`` (a bound method, such as ``Metrics.rejected``) of every call rejected by the
+        Admit stages over ``keys``, one gateway's key ring. It is held weakly: no gateway is kept alive."""
+        cls._recorders(keys).append(WeakMethod(recorder))  # type: ignore[arg-type]
+
+    @classmethod
+    def _recorders(cls, keys: KeyRing) -> list[WeakMethod[Callable[[Call], None]]]:
+        try:
+            return cls._rejections.setdefault(keys, [])
+        except TypeError:  # not weakly referenceable (a test's stand-in): nobody can be told
+            return []
 
     async def handle(self, call: Call, next: Next) -> Any:
-        if call.principal is None:
-            call.principal = OPEN if self.auth == "none" else await self.keys.verify(call.api_key)
-        call.principal.check_feature(call.feature.name)
+        try:
+            if call.principal is None:
+                call.principal = OPEN if self.auth == "none" else await self.keys.verify(call.api_key)
+            call.principal.check_feature(call.feature.name)
+        except ShipyardError as exc:
+            call.status, call.error = "error", exc
+            for ref in self.rejected:
+                record = ref()
+                if record is not None:
+                    record(call)
+            raise
         return await next(call)
 
 
