@@ -2,7 +2,7 @@
 
 Each finished call is counted once, by ``Metrics.record`` (a recorder the Record stage calls after the
 trace is submitted); a call rejected at admission (no valid key, a key not for the feature), which
-never reaches the Record stage, by ``Metrics.rejected``, which the Admit stage calls. They only add to
+never reaches the Record stage, by ``Metrics.rejected``, which the Admit stage calls (``Services.rejected``). They only add to
 plain dicts keyed by label tuples, on the event loop, a few hundred nanoseconds per series;
 prometheus-client's own metric objects would take a lock per increment and cost several times as much.
 The dicts are turned into metric families when scraped, by a collector in the gateway's own
@@ -165,6 +165,7 @@ class Metrics:
         self.findings: dict[tuple[str, str, str, str, str], int] = {}
         self.quality: dict[tuple[str, str, str, str], int] = {}  # feature, segment, field, problem
         self.rejections: dict[tuple[str, str], int] = {}  # feature, reason (the error's code)
+        self.refusals: dict[tuple[str, str, str, str], int] = {}  # feature, route, segment, how
         self._breakers = breakers
         self._budgets = budgets
         self._budgets_ttl_s = budgets_ttl_s
@@ -186,7 +187,6 @@ class Metrics:
     def for_gateway(cls, gateway: Gateway) -> Metrics:
         """The metrics of ``gateway``: its features' segments, breakers, budgets and online evaluation."""
         from ..economics.quotas import budget_rules
-        from ..runtime.limits import Admit
 
         model = gateway.config.model
         rules = []
@@ -213,7 +213,7 @@ class Metrics:
             tracing = getattr(gateway, "tracing", None)  # built after the metrics
             return None if tracing is None else tracing.exports.failures
 
-        metrics = cls(
+        return cls(
             {name: spec.segments for name, spec in gateway.config.features.items()},
             breakers=gateway.breaker_states,
             budgets=budgets if rules else None,
@@ -222,8 +222,6 @@ class Metrics:
             online_features=list(getattr(gateway, "online", {})),
             trace_export_failures=trace_export_failures,
         )
-        Admit.on_rejection(gateway.keys, metrics.rejected)
-        return metrics
 
     # -- per call ----------------------------------------------------------------------------------
 
@@ -281,6 +279,9 @@ class Metrics:
                 fkey = (feature, str(event.get("guard")), str(event.get("rule")), str(event.get("severity")),
                         str(event.get("action")))
                 self.findings[fkey] = self.findings.get(fkey, 0) + 1
+            elif event["kind"] == "refusal":  # the model declined (shipyard/monitor/refusal.py)
+                rkey = (feature, route, segment, str(event.get("how")))
+                self.refusals[rkey] = self.refusals.get(rkey, 0) + 1
             elif event["kind"] == "quality":  # data quality of the input: bounded by the config's fields
                 for problem in event.get("problems") or ():
                     qkey = (feature, segment, str(problem.get("field")), str(problem.get("problem")))
@@ -381,6 +382,9 @@ class Metrics:
                        ("feature", "guard", "rule", "severity", "action"), self.findings)
         yield _counter("shipyard_quality_problems", "Data-quality problems of arriving inputs, by segment.",
                        ("feature", "segment", "field", "problem"), self.quality)
+        yield _counter("shipyard_refusals", "Answers in which the model declined the task, by how that showed: "
+                       "content_filter, refusal (the provider's field) or phrase (the answer's opening words).",
+                       ("feature", "route", "segment", "how"), self.refusals)
         yield _counter("shipyard_rejected_requests",
                        "Calls rejected at admission, never recorded: reason invalid_api_key (401), forbidden "
                        "(403: a key not for this feature).", ("feature", "reason"), self.rejections)

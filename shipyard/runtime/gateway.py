@@ -165,6 +165,7 @@ class Gateway:
         self.metrics = Metrics.for_gateway(self)  # GET /metrics; its own registry, per gateway
         self.tracing = Tracing.from_config(config, span_exporter)  # None unless OTLP is configured
         self.services.recorders.append(self.metrics.record)
+        self.services.rejected.append(self.metrics.rejected)
         if self.tracing is not None:
             self.services.recorders.append(self.tracing.record)
         self.features: dict[str, Feature] = {}

@@ -10,8 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
-from weakref import WeakKeyDictionary, WeakMethod
+from typing import Any
 
 from ..access import OPEN, KeyRing, Principal
 from ..config import BudgetSpec, LimitSpec
@@ -31,30 +30,13 @@ class Admit:
     A trusted in-process caller may set ``call.principal`` itself (the Python API's ``tenant=``).
 
     A call it rejects never reaches the Record stage (nothing is stored for it), so the stage tells the
-    recorders of its gateway instead, with ``call.error`` set: they are found by the gateway's key ring
-    (``Admit.on_rejection(keys, recorder)``, where ``Metrics.for_gateway`` adds its counter). Like
-    ``Services.recorders`` they run on the request path: a dict update, never raising."""
+    ``rejected`` recorders instead (``Services.rejected``: the metrics' counter), with ``call.error``
+    set. Like ``Services.recorders`` they run on the request path: a dict update, never raising."""
 
-    _rejections: ClassVar[WeakKeyDictionary[KeyRing, list[WeakMethod[Callable[[Call], None]]]]] = (
-        WeakKeyDictionary())
-
-    def __init__(self, auth: str, keys: KeyRing) -> None:
+    def __init__(self, auth: str, keys: KeyRing, rejected: list[Callable[[Call], None]] | None = None) -> None:
         self.auth = auth
         self.keys = keys
-        self.rejected = self._recorders(keys)  # the list itself: recorders added later count
-
-    @classmethod
-    def on_rejection(cls, keys: KeyRing, recorder: Callable[[Call], None]) -> None:
-        """Tell ``recorder`` (a bound method, such as ``Metrics.rejected``) of every call rejected by the
-        Admit stages over ``keys``, one gateway's key ring. It is held weakly: no gateway is kept alive."""
-        cls._recorders(keys).append(WeakMethod(recorder))  # type: ignore[arg-type]
-
-    @classmethod
-    def _recorders(cls, keys: KeyRing) -> list[WeakMethod[Callable[[Call], None]]]:
-        try:
-            return cls._rejections.setdefault(keys, [])
-        except TypeError:  # not weakly referenceable (a test's stand-in): nobody can be told
-            return []
+        self.rejected = rejected if rejected is not None else []  # the list itself: later additions count
 
     async def handle(self, call: Call, next: Next) -> Any:
         try:
@@ -63,10 +45,8 @@ class Admit:
             call.principal.check_feature(call.feature.name)
         except ShipyardError as exc:
             call.status, call.error = "error", exc
-            for ref in self.rejected:
-                record = ref()
-                if record is not None:
-                    record(call)
+            for record in self.rejected:
+                record(call)
             raise
         return await next(call)
 

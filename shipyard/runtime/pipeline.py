@@ -53,6 +53,9 @@ class Services:
     recorders: list[Callable[[Call], None]] = field(default_factory=list)
     """Every feature: told of each finished call once, after its trace is submitted (metrics, tracing).
     They run on the request path: keep them to a few dict updates, and never raise."""
+    rejected: list[Callable[[Call], None]] = field(default_factory=list)
+    """Every feature: told of each call rejected at admission (no valid key, a key not for the feature),
+    which never reaches the recorders; the same rules."""
 
 
 def build_stages(feature: Feature, services: Services) -> list[Stage]:
@@ -62,8 +65,9 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
               -> policy on the answer -> PII -> cache -> inspect output -> route
 
     Admission comes first, outside the trace: a request without a valid key must not be able to fill
-    the trace store (refusals are for metrics, not records). Limits come after the input contract (not before, as a first sketch had it): a typed call's prompt
-    only exists once its input is rendered, and its tokens are what the limits and budgets count.
+    the trace store (a rejection is counted in the metrics, not recorded). Limits come after the input
+    contract (not before, as a first sketch had it): a typed call's prompt only exists once its input is
+    rendered, and its tokens are what the limits and budgets count.
     Fallback sits outside the cache and the output contract, so that a contract no route can meet
     still gets the feature's fallback_response, and fallbacks are never cached. The policy's output
     rules sit just inside it (a rule with ``action: fallback`` gets the fallback_response) and outside
@@ -71,7 +75,7 @@ def build_stages(feature: Feature, services: Services) -> list[Stage]:
     """
     spec = feature.spec
     record = Record(services.submit, services.observers.get(feature.name), services.recorders)
-    stages: list[Stage] = [Admit(services.auth, services.keys), record, InputContract()]
+    stages: list[Stage] = [Admit(services.auth, services.keys, services.rejected), record, InputContract()]
     if spec.quality is not None:
         stages.append(QualityStage(spec.quality))  # counts what arrives, as it arrived (before any redaction)
     guard = spec.guard

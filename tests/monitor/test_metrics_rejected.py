@@ -4,15 +4,10 @@ the error's code. Through the real server, with the official OpenAI SDK as the c
 
 from __future__ import annotations
 
-import gc
-import weakref
-
 import httpx
 import openai
 import pytest
 
-from shipyard import Gateway, load_config
-from shipyard.runtime.limits import Admit
 from tests.conftest import OWNERS
 from tests.server.test_metrics_http import samples, value
 
@@ -93,13 +88,3 @@ def test_without_rejections_the_counter_has_no_series(primary, write_config, ser
         c.close()
     found = samples(httpx.get(served.base_url + "/metrics", timeout=10).text)
     assert not any(name == REJECTED for name, _ in found)
-
-
-def test_the_rejection_recorders_keep_no_gateway_alive(primary, write_config):
-    gw = Gateway(load_config(write_config(keyed_config(primary))))
-    gw.store.close()
-    ring = weakref.ref(gw.keys)
-    assert len(Admit._recorders(gw.keys)) == 1  # the gateway's Metrics.rejected
-    del gw
-    gc.collect()
-    assert ring() is None

@@ -4,6 +4,7 @@ whether it was answered whole or streamed (the fake upstream is a real HTTP serv
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shipyard import Gateway, load_config
 from shipyard.monitor.refusal import detect, of_completion
@@ -87,8 +88,15 @@ async def test_a_refused_call_has_a_refusal_event_answered_whole_or_streamed(gw_
                 pass
             streamed.append(s.trace_id)
         traces = [await gw.get_trace(t) for t in [r.trace_id for r in whole] + streamed]
+        body, _type = await gw.metrics.render()
     finally:
         await gw.aclose()
     hows = [[e["how"] for e in refusal_events(t)] for t in traces]
     assert hows == [["phrase"], ["content_filter"], [], ["phrase"], ["refusal"], []]
     assert [t["status"] for t in traces] == ["ok"] * 6  # a refusal is an answer, not an error
+    counted = {tuple(sorted(sample.labels.items())): sample.value
+               for family in text_string_to_metric_families(body.decode()) for sample in family.samples
+               if sample.name == "shipyard_refusals_total"}
+    labels = {"feature": "triage", "route": "primary/gpt-4o-mini", "segment": ""}
+    assert counted == {tuple(sorted({**labels, "how": how}.items())): n
+                       for how, n in (("phrase", 2), ("content_filter", 1), ("refusal", 1))}
