@@ -30,6 +30,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -251,6 +252,35 @@ def _guarded_class() -> type:
     return GuardedExporter
 
 
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def parse_traceparent(value: Any) -> tuple[int, int, int] | None:
+    """A W3C ``traceparent`` header as (trace id, parent span id, flags), or None when it is absent or
+    invalid (then the call starts a trace of its own, as the spec says a receiver should)."""
+    if not isinstance(value, str):
+        return None
+    m = _TRACEPARENT.fullmatch(value.strip())
+    if m is None or m.group(1) == "ff" or (m.group(1) == "00" and m.group(5)):
+        return None
+    trace_id, span_id = int(m.group(2), 16), int(m.group(3), 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, int(m.group(4), 16)
+
+
+def current_parent() -> tuple[int, int, int] | None:
+    """The caller's active OpenTelemetry span, for the Python API: a call made inside it joins its trace."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return context.trace_id, context.span_id, int(context.trace_flags)
+
+
 def _call_ids() -> Any:
     """An IdGenerator whose trace ids come from the call being turned into spans (``use(id)`` just before
     its root span starts, on the same thread); random ones otherwise, and random span ids always."""
@@ -367,9 +397,11 @@ class Tracing:
             return False
 
     def record(self, call: Call) -> None:
-        """Queue a finished call for the worker. Never raises; a full queue drops the call (counted)."""
+        """Queue a finished call for the worker. Never raises; a full queue drops the call (counted).
+        A call that came with a caller's ``traceparent`` follows the caller's sampling decision."""
         try:
-            if not self.sampled(call.trace_id):
+            parent = call.metadata.get("traceparent")
+            if not (parent[2] & 1 if parent else self.sampled(call.trace_id)):
                 return
             if len(self.pending) >= self.max_pending:
                 self.dropped += 1
@@ -454,12 +486,18 @@ class Tracing:
         start_ns = int(call.started_at * 1e9)
         end_ns = start_ns + int(elapsed_ms * 1e6)
         operation = OPERATIONS.get(call.op, call.op)
-        try:
-            trace_id = int(call.trace_id, 16)
-        except ValueError:
-            trace_id = 0  # not 32 hex digits (a caller's own id): the span gets a random one
-        self._ids.use(trace_id if 0 < trace_id < 2**128 else 0)
-        root = self.tracer.start_span(f"{operation} {call.feature.name}", context=self._empty_context(),
+        caller = call.metadata.get("traceparent")
+        if caller:  # the caller's trace: our call is a child of its span
+            context = otel.set_span_in_context(otel.NonRecordingSpan(otel.SpanContext(
+                caller[0], caller[1], is_remote=True, trace_flags=otel.TraceFlags(caller[2]))))
+        else:
+            try:
+                trace_id = int(call.trace_id, 16)
+            except ValueError:
+                trace_id = 0  # not 32 hex digits (a caller's own id): the span gets a random one
+            self._ids.use(trace_id if 0 < trace_id < 2**128 else 0)
+            context = self._empty_context()
+        root = self.tracer.start_span(f"{operation} {call.feature.name}", context=context,
                                       kind=SpanKind.SERVER, attributes=self._call_attributes(call, operation),
                                       start_time=start_ns)
         for event in call.events:
@@ -493,6 +531,7 @@ class Tracing:
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
             "gen_ai.request.model": call.feature.name,
+            "shipyard.trace_id": call.trace_id,
             "shipyard.feature": call.feature.name,
             "shipyard.op": call.op,
             "shipyard.status": call.status,

@@ -24,7 +24,7 @@ from ..economics.quotas import rate_rules
 from ..errors import ProviderError, UnknownFeature
 from ..monitor.alerts import Monitor
 from ..monitor.metrics import Metrics
-from ..monitor.tracing import Tracing
+from ..monitor.tracing import Tracing, current_parent, parse_traceparent
 from ..providers import available_kinds, get_provider_class
 from ..state import open_state
 from ..store import Store, TraceWriter, retention
@@ -440,7 +440,12 @@ class Gateway:
         ``subject``: who the call is about (an end user, a customer), so ``shipyard forget --subject``
         can erase it; without one, a chat body's OpenAI ``user`` field is taken."""
         reveal = api_key is None or self.config.model.auth == "none"
-        call = Call(self.feature(feature, reveal=reveal), op, body, stream=stream, input=input, metadata=metadata or {})
+        metadata = dict(metadata) if metadata else {}
+        if self.tracing is not None:  # the caller's trace, which the call's spans join
+            given = metadata.get("traceparent")
+            parent = parse_traceparent(given) if isinstance(given, str) else None
+            metadata["traceparent"] = parent if parent is not None else current_parent()
+        call = Call(self.feature(feature, reveal=reveal), op, body, stream=stream, input=input, metadata=metadata)
         if trace_id:
             call.trace_id = trace_id
         call.api_key = api_key

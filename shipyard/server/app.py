@@ -57,10 +57,15 @@ def error_response(exc: ShipyardError, trace_id: str, call: Call | None = None) 
 
 
 def _metadata(request: Request) -> dict[str, Any]:
-    """Segment values a client sends as ``X-Shipyard-Segment-<name>: <value>`` (bounded: 10, 64 chars)."""
+    """Segment values a client sends as ``X-Shipyard-Segment-<name>: <value>`` (bounded: 10, 64 chars),
+    and its W3C ``traceparent``."""
     segment = {k[len("x-shipyard-segment-"):]: v[:64] for k, v in request.headers.items()
                if k.startswith("x-shipyard-segment-") and k != "x-shipyard-segment-"}
-    return {"segment": dict(list(segment.items())[:10])} if segment else {}
+    metadata: dict[str, Any] = {"segment": dict(list(segment.items())[:10])} if segment else {}
+    traceparent = request.headers.get("traceparent")
+    if traceparent:  # W3C trace context: the call's spans join the caller's trace (when tracing is on)
+        metadata["traceparent"] = traceparent[:128]
+    return metadata
 
 
 def _subject(request: Request) -> str | None:

@@ -385,3 +385,66 @@ async def test_a_collector_that_is_away_costs_the_calls_nothing(gw_config, prima
     finally:
         await gw.aclose()  # gives up on the export after its timeout; does not hang
     assert [r.content for r in replies] == ["hello from the fake"] * 3
+
+
+# -- W3C trace context -------------------------------------------------------------------------------
+
+CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def test_parse_traceparent_follows_the_w3c_rules():
+    from shipyard.monitor.tracing import parse_traceparent
+
+    assert parse_traceparent(f"00-{CALLER_TRACE}-{CALLER_SPAN}-01") == (int(CALLER_TRACE, 16), int(CALLER_SPAN, 16), 1)
+    assert parse_traceparent(f"01-{CALLER_TRACE}-{CALLER_SPAN}-00-future") == (
+        int(CALLER_TRACE, 16), int(CALLER_SPAN, 16), 0)  # a later version may add fields
+    for bad in (None, "", "garbage", f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01", f"00-{'0' * 32}-{CALLER_SPAN}-01",
+                f"00-{CALLER_TRACE}-{'0' * 16}-01", f"00-{CALLER_TRACE.upper()}-{CALLER_SPAN}-01",
+                f"00-{CALLER_TRACE}-{CALLER_SPAN}-01-extra"):
+        assert parse_traceparent(bad) is None, bad
+
+
+def test_a_callers_traceparent_makes_the_call_a_child_of_its_span(gw_config, primary, serve):
+    """Through the real server with the openai SDK: a sampled traceparent puts the call's spans in the
+    caller's trace (the span says which Shipyard trace id it is); an unsampled one exports nothing; an
+    invalid one is ignored (the call's own trace)."""
+    exporter = InMemorySpanExporter()
+    served = serve(gw_config, span_exporter=exporter)
+    client = served.client()
+    ids = {}
+    for name, flags in (("sampled", "01"), ("unsampled", "00"), ("invalid", "zz")):
+        raw = client.chat.completions.with_raw_response.create(
+            model="triage", messages=MSG, extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}"})
+        ids[name] = raw.headers["x-shipyard-trace-id"]
+    assert served.gateway.tracing.flush()
+    spans = exporter.get_finished_spans()
+    joined = [s for s in spans if f"{s.context.trace_id:032x}" == CALLER_TRACE]
+    [root] = [s for s in joined if s.name == "chat triage"]
+    assert root.parent is not None and f"{root.parent.span_id:016x}" == CALLER_SPAN and root.parent.is_remote
+    assert root.attributes["shipyard.trace_id"] == ids["sampled"]
+    [attempt] = [s for s in joined if s.name == "chat gpt-4o-mini"]
+    assert attempt.parent.span_id == root.context.span_id
+    assert {s.attributes["shipyard.trace_id"] for s in spans if s.name == "chat triage"} == {
+        ids["sampled"], ids["invalid"]}
+    own, _attempts = spans_by_trace(exporter, ids["invalid"])
+    assert own.attributes["shipyard.trace_id"] == ids["invalid"]
+
+
+async def test_a_library_call_inside_the_callers_span_joins_its_trace(gw_config, primary):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    exporter = InMemorySpanExporter()
+    gw = Gateway(load_config(gw_config), span_exporter=exporter)
+    caller = TracerProvider().get_tracer("the-poc")
+    try:
+        with caller.start_as_current_span("handle ticket") as outer:
+            reply = await gw.chat("triage", MSG)
+        alone = await gw.chat("triage", MSG)
+    finally:
+        await gw.aclose()
+    inside = [s for s in exporter.get_finished_spans() if s.attributes.get("shipyard.trace_id") == reply.trace_id]
+    [root] = [s for s in inside if s.name == "chat triage"]
+    assert root.context.trace_id == outer.get_span_context().trace_id
+    assert root.parent.span_id == outer.get_span_context().span_id
+    own, _attempts = spans_by_trace(exporter, alone.trace_id)  # outside any span: the call's own trace id
+    assert own.parent is None
