@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import httpx
 import orjson
@@ -96,6 +98,67 @@ def chat(served, n: int) -> list[int]:
             for i in range(n)]
 
 
+def burst(served, n: int) -> list[int]:
+    """``chat`` with the ``n`` calls sent a few at a time."""
+    def one(i: int) -> int:
+        return httpx.post(f"{served.base_url}/v1/chat/completions", timeout=10,
+                          json={"model": "triage", "messages": [{"role": "user", "content": f"hi {i}"}]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(n)))
+
+
+class Traffic:
+    """Calls flowing from a few threads (each pausing ``pause_s`` between its calls) until the ``with`` block
+    ends: chat calls, or with ``invoke`` (the input of a worker's i-th call) typed calls; ``statuses`` has
+    their codes."""
+
+    def __init__(self, served, workers: int = 8, invoke=None, pause_s: float = 0.05) -> None:
+        self.served, self.invoke, self.statuses, self.stop = served, invoke, [], threading.Event()
+        self.pause_s = pause_s
+        self.threads = [threading.Thread(target=self.run, args=(w,), daemon=True) for w in range(workers)]
+
+    def run(self, worker: int) -> None:
+        with httpx.Client(base_url=self.served.base_url, timeout=10) as client:
+            i = worker
+            while not self.stop.is_set():
+                if self.invoke is None:
+                    r = client.post("/v1/chat/completions", json={
+                        "model": "triage", "messages": [{"role": "user", "content": f"hi {i}"}]})
+                else:
+                    r = client.post("/v1/features/triage/invoke", json={"input": self.invoke(i)})
+                self.statuses.append(r.status_code)
+                i += len(self.threads)
+                self.stop.wait(self.pause_s)
+
+    def __enter__(self) -> Self:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def opened_then_resolved(receiver, where: str, key: str | None = None, settle_s: float = 1.0) -> list:
+    """Waits for the opening and the resolution, both to ``where`` (one owner's webhook), then a few more
+    monitor rounds: still exactly those two posts (no incident opened twice, no resolution twice)."""
+    posts = receiver.wait(2, timeout=30)
+    time.sleep(settle_s)
+    posts = list(receiver.posts)
+    if key is None:  # Slack's format: the text only
+        assert [p for p, _ in posts] == [where, where], posts
+        assert " opened: " in posts[0][1]["text"] and " resolved: " in posts[1][1]["text"], posts
+    else:
+        assert [(p, b["event"], b["incident"]["key"]) for p, b in posts] == [
+            (where, "incident.opened", key), (where, "incident.resolved", key)], posts
+        assert posts[0][1]["incident"]["id"] == posts[1][1]["incident"]["id"]
+        assert posts[1][1]["incident"]["status"] == "resolved"
+    return posts
+
+
 def test_an_outage_opens_one_incident_for_the_oncall_owner_then_resolves_it(primary, write_config, serve, receiver):
     path = write_config(config(primary, receiver.url))
     primary.default = Fail(500)
@@ -121,6 +184,39 @@ def test_an_outage_opens_one_incident_for_the_oncall_owner_then_resolves_it(prim
     store.close()
 
 
+def test_a_slow_upstream_burns_the_latency_slo_then_resolves_once_fast_again(primary, write_config, serve, receiver):
+    """Latency counts calls slower than threshold_ms: while traffic flows, an upstream that takes 0.6 s makes
+    every call slow (a burn of 10x against a 90% target, in both windows), so the incidents owner gets one
+    latency incident, and only one however long it lasts; the upstream is fast again, the short window
+    fills with fast calls: its resolution."""
+    slo = ("    slo: {latency: {threshold_ms: 300, target: 0.9}, burn_alerts: [{long: 4s, short: 2s, factor: 2}],"
+           " min_calls: 4}")
+    path = write_config(config(primary, receiver.url, slo=slo))
+    primary.default = Reply(delay_s=0.6)
+    served = serve(path)
+    with Traffic(served) as traffic:
+        [(where, body)] = receiver.wait(1)
+        assert where == "/oncall" and body["event"] == "incident.opened"
+        assert body["incident"]["key"] == "slo:latency:4s/2s" and body["incident"]["owner"] == "support-oncall"
+        details = body["incident"]["details"]
+        assert details["objective"] == "latency" and details["short_counts"]["slow"] >= 4
+        assert details["short_burn"] >= 2 and details["long_burn"] >= 2
+        time.sleep(1.5)  # more rounds while it stays slow: still the one incident
+        assert len(receiver.posts) == 1, receiver.posts
+        primary.default = Reply()
+        opened_then_resolved(receiver, "/oncall", "slo:latency:4s/2s")
+    assert set(traffic.statuses) == {200}  # slow, never failed: the route's timeout is 2 s
+    store = Store(load_config(path).model.storage)
+    [incident] = store.incidents.list(include_resolved=True)
+    timeline = store.incidents.get(incident["id"])["timeline"]
+    assert incident["status"] == "resolved" and [e["kind"] for e in timeline] == [
+        "opened", "notified", "resolved", "notified"]
+    resolved = timeline[2]["detail"]  # the verdict that resolved it: fast calls, not an empty window
+    assert resolved["by"] == "monitor" and resolved["details"]["short_burn"] < 2
+    assert resolved["details"]["short_counts"]["total"] >= 4
+    store.close()
+
+
 def test_deliveries_are_retried_with_backoff_and_recorded(primary, write_config, serve):
     receiver = Receiver(fail_first=2)
     try:
@@ -143,7 +239,7 @@ def test_deliveries_are_retried_with_backoff_and_recorded(primary, write_config,
         receiver.close()
 
 
-def test_a_critical_guard_finding_goes_to_the_risk_owner_in_slack_format(primary, write_config, serve, receiver):
+def test_a_critical_guard_finding_goes_to_the_risk_owner_in_slack_format_then_resolves(primary, write_config, serve, receiver):
     guard = """    guard:
       policy:
         - {name: no-legal-advice, on: output, match: "(?i)you should sue", severity: critical, action: block}
@@ -158,6 +254,11 @@ def test_a_critical_guard_finding_goes_to_the_risk_owner_in_slack_format(primary
     [(where, body)] = receiver.wait(1)
     assert where == "/risk" and set(body) == {"text"} and "critical guard finding" in body["text"]
     assert "you should sue" not in body["text"].lower()  # names the rule's count, never the text
+    primary.default = Reply("Your parcel ships today.")
+    assert set(chat(served, 3)) == {200}  # clean answers: no new finding
+    posts = opened_then_resolved(receiver, "/risk")  # once the 3 s guard window has passed the finding
+    assert set(posts[1][1]) == {"text"} and "critical guard finding" in posts[1][1]["text"]
+    assert "you should sue" not in posts[1][1]["text"].lower()
 
 
 def test_incidents_cli_lists_acks_and_resolves_with_an_audit_entry(primary, write_config, serve, receiver):
@@ -251,24 +352,73 @@ def test_budget_and_online_evaluation_alerts_reach_their_owners(primary, write_c
     assert got == {("/oncall", "budget:day"), ("/ml", "eval:online")}
 
 
-def test_drifted_inputs_open_an_incident_for_the_incidents_owner(primary, write_config, serve, receiver, tmp_path):
-    (tmp_path / "reference.jsonl").write_text("".join(
-        orjson.dumps({"text": "where is my parcel", "category": "shipping", "amount": 10 + i % 7}).decode() + "\n"
-        for i in range(200)))
+def test_a_falling_online_score_opens_one_incident_for_the_evaluation_owner_then_resolves(
+        primary, write_config, serve, receiver):
+    """Every call is scored online by a check whose verdict depends on the answer; answers that fail it
+    bring the mean score of the 3 s window below 0.5: one incident for the evaluation owner (/ml), and
+    only one while the scores stay low; answers that pass it again raise the mean: its resolution."""
+    extra = """    eval:
+      checks: [{name: says-when, type: contains, value: ships}]
+      online: {sample: 1.0, alert_below: 0.5, alert_window: 3s, alert_min_samples: 3}
+"""
+    path = write_config(config(primary, receiver.url, extra=extra, slo="    slo: {availability: 0.5}"))
+    primary.default = Reply("I do not know.")
+    served = serve(path)
+    with Traffic(served, workers=2) as traffic:
+        [(where, body)] = receiver.wait(1)
+        assert where == "/ml" and body["event"] == "incident.opened" and body["incident"]["key"] == "eval:online"
+        assert body["incident"]["duty"] == "evaluation" and body["incident"]["owner"] == "ml-team"
+        assert body["incident"]["details"]["mean_score"] == 0.0 and body["incident"]["details"]["samples"] >= 3
+        time.sleep(1.0)  # still failing, more rounds: still the one incident
+        assert len(receiver.posts) == 1, receiver.posts
+        primary.default = Reply("It ships today.")
+        opened_then_resolved(receiver, "/ml", "eval:online")
+    assert set(traffic.statuses) == {200}
+    store = Store(load_config(path).model.storage)
+    [incident] = store.incidents.list(include_resolved=True)
+    timeline = store.incidents.get(incident["id"])["timeline"]
+    assert [e["kind"] for e in timeline] == ["opened", "notified", "resolved", "notified"]
+    resolved = timeline[2]["detail"]["details"]  # resolved by scores that recovered, not by an empty window
+    assert resolved["mean_score"] >= 0.5 and resolved["samples"] >= 3
+    store.close()
+
+
+def test_drifted_inputs_open_an_incident_for_the_incidents_owner_then_resolve(primary, write_config, serve, receiver, tmp_path):
+    """While calls flow, inputs unlike the reference (another category and text, amounts a hundred times
+    larger) fill the 3 s window: one drift incident for the incidents owner naming the fields; inputs like
+    the reference flow again and the drifted ones leave the window: its resolution, judged on enough calls
+    (the window never runs short of min_rows on the way, so the verdict is never "too few to judge")."""
+    def like_reference(i: int) -> dict:
+        return {"text": "where is my parcel", "category": "shipping", "amount": 10 + i % 7}
+
+    def drifted(i: int) -> dict:
+        return {"text": "refund my order now", "category": "billing", "amount": 900 + i}
+
+    (tmp_path / "reference.jsonl").write_text("".join(orjson.dumps(like_reference(i)).decode() + "\n"
+                                                      for i in range(200)))
     extra = """    prompt: [{role: user, content: "{{ text }}"}]
     retention: {store_content: redacted}
-    drift: {reference: reference.jsonl, window: 1m, every: 1s, min_rows: 30}
+    drift: {reference: reference.jsonl, window: 3s, every: 1s, min_rows: 30}
 """
     slo = "    slo: {availability: 0.5}"
     path = write_config(config(primary, receiver.url, extra=extra, slo=slo))
     served = serve(path)
-    for i in range(40):
-        r = httpx.post(f"{served.base_url}/v1/features/triage/invoke",
-                       json={"input": {"text": "refund my order now", "category": "billing", "amount": 900 + i}})
-        assert r.status_code == 200
-    [(where, body)] = receiver.wait(1)
-    assert where == "/oncall" and body["incident"]["key"] == "drift"
-    assert {"category", "amount"} <= set(body["incident"]["details"]["drifted_fields"])
+    inputs = [drifted]
+    with Traffic(served, workers=3, invoke=lambda i: inputs[0](i)) as traffic:
+        [(where, body)] = receiver.wait(1)
+        assert where == "/oncall" and body["event"] == "incident.opened" and body["incident"]["key"] == "drift"
+        details = body["incident"]["details"]
+        assert {"category", "amount"} <= set(details["drifted_fields"]) and details["current_rows"] >= 30
+        inputs[0] = like_reference
+        opened_then_resolved(receiver, "/oncall", "drift", settle_s=1.5)
+    assert set(traffic.statuses) == {200}
+    store = Store(load_config(path).model.storage)
+    [incident] = store.incidents.list(include_resolved=True)
+    timeline = store.incidents.get(incident["id"])["timeline"]
+    assert [e["kind"] for e in timeline] == ["opened", "notified", "resolved", "notified"]
+    resolved = timeline[2]["detail"]["details"]  # judged (enough calls in the window), and not drifted
+    assert resolved["current_rows"] >= 30 and not {"category", "amount"} & set(resolved["drifted_fields"])
+    store.close()
 
 
 def test_drift_needs_stored_inputs(primary, write_config, receiver):
@@ -298,7 +448,7 @@ def test_a_refusal_rate_that_climbs_against_an_approved_window_is_an_incident_th
     primary.script(*[Reply("I'm sorry, but I can't help with that.") if i % 2 else Reply("It ships today.")
                      for i in range(40)])
     served = serve(path)
-    assert set(chat(served, 40)) == {200}
+    assert set(burst(served, 40)) == {200}  # at once: all 40 in the 3 s window, even on a loaded machine
     [(where, body)] = receiver.wait(1)
     assert where == "/oncall" and body["event"] == "incident.opened" and body["incident"]["key"] == "drift"
     details = body["incident"]["details"]

@@ -55,7 +55,9 @@ def test_encoding_problems():
     assert not encoding_problem("café, naïve, 東京, emoji 🎉")
 
 
-def test_a_rate_of_problem_inputs_over_the_limit_opens_an_incident(primary, write_config, serve):
+def test_a_rate_of_problem_inputs_over_the_limit_opens_an_incident_then_resolves(primary, write_config, serve):
+    """Half the inputs of the 3 s window too short (over the 20% allowed): one incident for the incidents
+    owner, and only one while it lasts; good inputs then bring the rate down: its resolution."""
     receiver = Receiver()
     try:
         path = write_config(f"""
@@ -74,23 +76,43 @@ features:
     quality:
       fields: {{text: {{required: true, min_length: 5}}}}
       max_problem_rate: 0.2
-      window: 1m
+      window: 3s
       min_calls: 10
 """)
         served = serve(path)
+        url = f"{served.base_url}/v1/features/intake/invoke"
         for i in range(10):
             text = "ok" if i % 2 else "a proper question"
-            assert httpx.post(f"{served.base_url}/v1/features/intake/invoke", json={"input": {"text": text}}).status_code == 200
+            assert httpx.post(url, json={"input": {"text": text}}).status_code == 200
         metrics = httpx.get(f"{served.base_url}/metrics").text
         assert 'shipyard_quality_problems_total{feature="intake",field="text",problem="too_short",segment=""} 5.0' in metrics
         [(where, body)] = receiver.wait(1)
-        assert where == "/oncall" and body["incident"]["key"] == "quality"
+        assert where == "/oncall" and body["event"] == "incident.opened" and body["incident"]["key"] == "quality"
         assert body["incident"]["details"]["problems"] == 5 and body["incident"]["details"]["total"] == 10
         store = Store(load_config(path).model.storage)
         rows = [store.get_trace(r["trace_id"]) for r in store.list_traces(limit=20)]
         assert sorted(r["quality"] or 0 for r in rows) == [0] * 5 + [1] * 5
         problem = next(e for r in rows for e in r["events"] if e["kind"] == "quality")
         assert problem["problems"] == [{"field": "text", "problem": "too_short"}]
+        for i in range(10):  # as many problems again, more rounds: still the one incident
+            text = "ok" if i % 2 else "a proper question"
+            assert httpx.post(url, json={"input": {"text": text}}).status_code == 200
+            time.sleep(0.05)
+        assert len(receiver.posts) == 1, receiver.posts
+        deadline = time.monotonic() + 30
+        while len(receiver.posts) < 2 and time.monotonic() < deadline:  # good inputs flow until it resolves
+            assert httpx.post(url, json={"input": {"text": "where is my parcel?"}}).status_code == 200
+        receiver.wait(2)
+        for _ in range(10):  # good inputs, more rounds: nothing reopens, nothing resolves twice
+            assert httpx.post(url, json={"input": {"text": "where is my parcel?"}}).status_code == 200
+            time.sleep(0.1)
+        assert [(p, b["event"], b["incident"]["key"]) for p, b in receiver.posts] == [
+            ("/oncall", "incident.opened", "quality"), ("/oncall", "incident.resolved", "quality")]
+        [incident] = store.incidents.list(include_resolved=True)
+        timeline = store.incidents.get(incident["id"])["timeline"]
+        assert [e["kind"] for e in timeline] == ["opened", "notified", "resolved", "notified"]
+        resolved = timeline[2]["detail"]["details"]  # resolved by the rate, on enough calls
+        assert resolved["total"] >= 10 and resolved["rate"] <= 0.2
         store.close()
     finally:
         receiver.close()
