@@ -19,7 +19,9 @@ by every replica, and surviving restarts):
 
 A firing alert opens an incident for the feature (one per alert while it is open: replicas that see the
 same alert open it once), routed to the owner of the alert's duty: SLO, drift, budget and quality alerts
-to ``incidents``, online evaluation to ``evaluation``, guard alerts to ``risk``. When the alert stops firing the incident is resolved. Owners with a webhook get each
+to ``incidents``, online evaluation to ``evaluation``, guard alerts to ``risk``. When the alert stops firing
+the incident is resolved; while there is too little data to judge (fewer calls than ``min_calls``, but
+some), an open incident stays open and none is opened. Owners with a webhook get each
 opening and resolution as a JSON POST (generic, or Slack's ``{"text"}``), retried with backoff; every
 delivery and failure is on the incident's timeline.
 """
@@ -52,12 +54,22 @@ def burn_rate(bad: int, total: int, target: float) -> float:
 
 
 class Alert:
-    """One alert's verdict this round."""
+    """One alert's verdict this round: ``firing`` True, False, or None when there is too little data to
+    judge (an open incident stays open, none is opened: thin traffic must not close an ongoing problem's
+    incident only to open a new one a round later)."""
 
     __slots__ = ("details", "duty", "firing", "key", "title")
 
-    def __init__(self, key: str, duty: str, firing: bool, title: str, details: dict[str, Any]) -> None:
+    def __init__(self, key: str, duty: str, firing: bool | None, title: str, details: dict[str, Any]) -> None:
         self.key, self.duty, self.firing, self.title, self.details = key, duty, firing, title, details
+
+
+def judged(firing: bool, n: int, needed: int) -> bool | None:
+    """A verdict on ``n`` samples where ``needed`` are required: itself with enough, False with none at all
+    (nothing is happening, so nothing is wrong), None (cannot tell) in between."""
+    if n >= needed:
+        return firing
+    return False if n == 0 else None
 
 
 def slo_alerts(name: str, slo: Any, counts: Any, now: float) -> list[Alert]:
@@ -75,7 +87,10 @@ def slo_alerts(name: str, slo: Any, counts: Any, now: float) -> list[Alert]:
             short_c = counts(now - short_s, threshold)
             long_burn = burn_rate(long_c[bad_key], long_c["total"], target)
             short_burn = burn_rate(short_c[bad_key], short_c["total"], target)
-            firing = (long_burn >= rule.factor and short_burn >= rule.factor and short_c["total"] >= slo.min_calls)
+            burning = long_burn >= rule.factor and short_burn >= rule.factor
+            firing = judged(burning, short_c["total"], slo.min_calls)
+            if firing is None and long_c["total"] >= slo.min_calls and long_burn < rule.factor:
+                firing = False  # too few calls lately, but the long window shows the budget is not burning
             what = "errors" if objective == "availability" else f"calls over {threshold:g} ms"
             alerts.append(Alert(
                 f"slo:{objective}:{rule.long}/{rule.short}", "incidents", firing,
@@ -173,7 +188,7 @@ class Monitor:
                 c = self.incidents.quality_counts(name, now - parse_duration(q.window))
                 rate = c["problems"] / c["total"] if c["total"] else 0.0
                 out.append((name, Alert(
-                    "quality", "incidents", c["total"] >= q.min_calls and rate > q.max_problem_rate,
+                    "quality", "incidents", judged(rate > q.max_problem_rate, c["total"], q.min_calls),
                     f"{name}: {c['problems']} of {c['total']} inputs ({rate:.1%}) with a data-quality problem in "
                     f"the last {q.window}, above {q.max_problem_rate:.1%}",
                     {"problems": c["problems"], "total": c["total"], "rate": round(rate, 4),
@@ -186,7 +201,7 @@ class Monitor:
                 rows = self.evals.online(name, now - parse_duration(online.alert_window))
                 scores = [r["score"] for r in rows]
                 mean = sum(scores) / len(scores) if scores else None
-                firing = mean is not None and len(scores) >= online.alert_min_samples and mean < online.alert_below
+                firing = judged(mean is not None and mean < online.alert_below, len(scores), online.alert_min_samples)
                 out.append((name, Alert(
                     "eval:online", "evaluation", firing,
                     f"{name}: online evaluation score {mean if mean is not None else float('nan'):.3f} over "
@@ -221,10 +236,11 @@ class Monitor:
         current, _skipped = table_from_traces(rows)
         reference = self._drift_reference(name, spec, now)
         if isinstance(reference, str):
-            alert = Alert("drift", "incidents", False, f"{name}: {reference}", {"reference": spec.reference})
+            alert = Alert("drift", "incidents", None, f"{name}: {reference}", {"reference": spec.reference})
             _log.warning("drift of %s not judged: %s", name, reference)
         elif current.rows < spec.min_rows:
-            alert = Alert("drift", "incidents", False, f"{name}: {current.rows} call(s) in the last {spec.window}, "
+            alert = Alert("drift", "incidents", judged(False, current.rows, spec.min_rows),
+                          f"{name}: {current.rows} call(s) in the last {spec.window}, "
                           f"fewer than the {spec.min_rows} drift needs", {"current_rows": current.rows})
         else:
             options = DriftOptions(embeddings=spec.embeddings, workers=1)
@@ -312,6 +328,8 @@ class Monitor:
         ``wait``: deliver before returning (a command that exits next), instead of in the background."""
         contact = self.config.model.features[feature].owners.contact(alert.duty)
         existing = await asyncio.to_thread(self.incidents.find_open, feature, alert.key)
+        if alert.firing is None:
+            return None  # too little data to judge: whatever is open stays open
         if alert.firing and existing is None:
             incident = await asyncio.to_thread(
                 self.incidents.open, feature=feature, key=alert.key, duty=alert.duty, owner=contact.name,

@@ -304,7 +304,37 @@ features:
     assert fires({"total": 1000, "errors": 200, "slow": 0}, {"total": 50, "errors": 20, "slow": 0})
     assert not fires({"total": 1000, "errors": 200, "slow": 0}, {"total": 50, "errors": 1, "slow": 0})  # over
     assert not fires({"total": 1000, "errors": 50, "slow": 0}, {"total": 50, "errors": 20, "slow": 0})  # a blip
-    assert not fires({"total": 8, "errors": 8, "slow": 0}, {"total": 8, "errors": 8, "slow": 0})  # too few calls
+    # too few calls to tell: neither firing nor clear (an open incident stays open)
+    assert fires({"total": 8, "errors": 8, "slow": 0}, {"total": 8, "errors": 8, "slow": 0}) is None
+    assert fires({"total": 1000, "errors": 200, "slow": 0}, {"total": 2, "errors": 0, "slow": 0}) is None
+    # ... unless the long window shows the budget is not burning, or nothing happens at all
+    assert fires({"total": 1000, "errors": 1, "slow": 0}, {"total": 2, "errors": 0, "slow": 0}) is False
+    assert fires({"total": 0, "errors": 0, "slow": 0}, {"total": 0, "errors": 0, "slow": 0}) is False
+
+
+async def test_a_verdict_without_enough_data_neither_opens_nor_resolves(primary, write_config, receiver):
+    from shipyard.monitor.alerts import Alert, Monitor, judged
+    from shipyard.runtime.call import Background
+
+    assert (judged(True, 10, 10), judged(True, 3, 10), judged(True, 0, 10)) == (True, None, False)
+    cfg = load_config(write_config(config(primary, receiver.url)))
+    store = Store(cfg.model.storage)
+    store.migrate()
+    monitor = Monitor(cfg, store.incidents, Background())
+    try:
+        def verdict(firing: bool | None) -> Alert:
+            return Alert("quality", "incidents", firing, "triage: inputs", {})
+
+        assert await monitor.settle("triage", verdict(None), wait=True) is None  # nothing opens
+        opened = await monitor.settle("triage", verdict(True), wait=True)
+        assert opened is not None and "opened" in opened
+        assert await monitor.settle("triage", verdict(None), wait=True) is None  # thin traffic: still open
+        assert store.incidents.find_open("triage", "quality")["id"] == opened["opened"]
+        assert "resolved" in await monitor.settle("triage", verdict(False), wait=True)
+        assert [b["event"] for _, b in receiver.posts] == ["incident.opened", "incident.resolved"]
+    finally:
+        await monitor.notifier.aclose()
+        store.close()
 
 
 def test_config_errors_for_owners_and_slos(write_config):
