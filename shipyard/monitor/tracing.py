@@ -283,7 +283,8 @@ def current_parent() -> tuple[int, int, int] | None:
 
 def _call_ids() -> Any:
     """An IdGenerator whose trace ids come from the call being turned into spans (``use(id)`` just before
-    its root span starts, on the same thread); random ones otherwise, and random span ids always."""
+    its root span starts, on the same thread), and whose span ids come from an attempt that sent one to
+    its provider (``use_span(id)``); random ones otherwise."""
     from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
     class CallIds(IdGenerator):
@@ -294,7 +295,14 @@ def _call_ids() -> Any:
         def use(self, trace_id: int) -> None:
             self._local.trace_id = trace_id
 
+        def use_span(self, span_id: int) -> None:
+            self._local.span_id = span_id
+
         def generate_span_id(self) -> int:
+            span_id = getattr(self._local, "span_id", 0)
+            if span_id:
+                self._local.span_id = 0
+                return int(span_id)
             return self._random.generate_span_id()
 
         def generate_trace_id(self) -> int:
@@ -395,6 +403,17 @@ class Tracing:
             return int(trace_id[16:32], 16) < self._bound
         except ValueError:
             return False
+
+    def outbound(self, call: Call) -> tuple[bytes, bytes] | None:
+        """(trace id, flags) as hex for the ``traceparent`` sent to the providers: the caller's trace, or
+        the call's own; sampled as its spans will be. None when the call's id is not a trace id."""
+        caller = call.metadata.get("traceparent")
+        if caller:
+            return b"%032x" % caller[0], b"%02x" % (caller[2] & 0xff)
+        trace_id = call.trace_id
+        if len(trace_id) != 32 or not all(c in "0123456789abcdef" for c in trace_id) or not int(trace_id, 16):
+            return None
+        return trace_id.encode(), b"01" if self.sampled(trace_id) else b"00"
 
     def record(self, call: Call) -> None:
         """Queue a finished call for the worker. Never raises; a full queue drops the call (counted).
@@ -518,6 +537,8 @@ class Tracing:
                 _usage(attributes, call.usage)
             info = self.providers.get(attempt.provider)
             kind = SpanKind.INTERNAL if info is not None and info.in_process else SpanKind.CLIENT
+            if attempt.span_id:
+                self._ids.use_span(attempt.span_id)  # the id the provider was sent in its traceparent
             span = self.tracer.start_span(f"{operation} {attempt.model}", context=parent, kind=kind,
                                           attributes=attributes, start_time=a_start)
             if attempt.outcome == "error":

@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -39,10 +40,15 @@ def header_block(headers: dict[str, str]) -> bytes:
     return "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
 
 
+TRACEPARENT: ContextVar[bytes] = ContextVar("shipyard_traceparent", default=b"")
+"""The W3C ``traceparent`` header line of the attempt being sent (set by the route around each attempt
+when tracing is on; empty otherwise): a provider that traces (vLLM, a gateway of its own) joins the trace."""
+
+
 async def post_json(provider: str, pool: Pool, target: str, head: bytes, payload: bytes) -> Any:
     """POST a JSON body, return the parsed JSON answer; HTTP errors as the errors of our tree."""
     with translate_errors(provider):
-        resp = await pool.request("POST", target, head, payload)
+        resp = await pool.request("POST", target, head + TRACEPARENT.get(), payload)
         body = await resp.read()
     if resp.status >= 400:
         raise status_error(provider, resp.status, body, resp.headers)
@@ -54,7 +60,7 @@ async def post_events(
 ) -> AsyncIterator[tuple[str | None, bytes]]:
     """POST a JSON body and yield the (event, data) pairs of the server-sent-event answer."""
     with translate_errors(provider):
-        resp = await pool.request("POST", target, head, payload)
+        resp = await pool.request("POST", target, head + TRACEPARENT.get(), payload)
         try:
             if resp.status >= 400:
                 raise status_error(provider, resp.status, await resp.read(), resp.headers)

@@ -47,6 +47,7 @@ class Attempt:
     error_message: str | None = None
     status_code: int | None = None
     offset_ms: float = 0.0  # when it started, from the start of the call
+    span_id: int | None = None  # sent to the provider in a traceparent; its span gets this id
 
     def to_dict(self) -> dict[str, Any]:
         return {

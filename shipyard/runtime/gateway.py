@@ -448,6 +448,8 @@ class Gateway:
         call = Call(self.feature(feature, reveal=reveal), op, body, stream=stream, input=input, metadata=metadata)
         if trace_id:
             call.trace_id = trace_id
+        if self.tracing is not None:
+            call.metadata["trace_out"] = self.tracing.outbound(call)
         call.api_key = api_key
         if tenant is not None:
             call.principal = Principal(tenant=tenant, role="admin")

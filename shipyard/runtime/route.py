@@ -4,6 +4,7 @@ backoff, circuit breakers, per-route concurrency limits (load shedding) and opti
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from ..errors import (
     error_class_name,
 )
 from ..providers._format import message_text
+from ..providers._http import TRACEPARENT
 from .call import Attempt, Call, ChunkStream
 from .stages import Next, usage_wanted
 
@@ -138,8 +140,17 @@ class Route:
                 body.pop("stream_options", None)
             provider = self.providers[route.provider]
             try:
-                async with asyncio.timeout(timeout):
-                    result = await self._once(call, provider, route.model, body, route.timeout_s)
+                outbound = call.metadata.get("trace_out")
+                if outbound is not None:  # W3C trace context for the provider: our trace, this attempt's span
+                    attempt.span_id = random.getrandbits(64) or 1
+                    token = TRACEPARENT.set(b"traceparent: 00-%s-%016x-%s\r\n" % (outbound[0], attempt.span_id,
+                                                                                 outbound[1]))
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await self._once(call, provider, route.model, body, route.timeout_s)
+                finally:
+                    if outbound is not None:
+                        TRACEPARENT.reset(token)
             except TimeoutError:
                 err: ProviderError = ProviderTimeout(
                     f"{route.label} did not answer within {timeout:.3g}s"

@@ -424,6 +424,10 @@ def test_a_callers_traceparent_makes_the_call_a_child_of_its_span(gw_config, pri
     assert root.attributes["shipyard.trace_id"] == ids["sampled"]
     [attempt] = [s for s in joined if s.name == "chat gpt-4o-mini"]
     assert attempt.parent.span_id == root.context.span_id
+    sent = [r.headers["traceparent"] for r in primary.requests]  # passed on to the provider
+    assert sent[0] == f"00-{CALLER_TRACE}-{attempt.context.span_id:016x}-01"
+    assert sent[1].startswith(f"00-{CALLER_TRACE}-") and sent[1].endswith("-00")  # not sampled: said so
+    assert sent[2].startswith(f"00-{ids['invalid']}-")
     assert {s.attributes["shipyard.trace_id"] for s in spans if s.name == "chat triage"} == {
         ids["sampled"], ids["invalid"]}
     own, _attempts = spans_by_trace(exporter, ids["invalid"])
@@ -448,3 +452,28 @@ async def test_a_library_call_inside_the_callers_span_joins_its_trace(gw_config,
     assert root.parent.span_id == outer.get_span_context().span_id
     own, _attempts = spans_by_trace(exporter, alone.trace_id)  # outside any span: the call's own trace id
     assert own.parent is None
+
+
+async def test_each_attempt_sends_the_provider_a_traceparent_naming_its_own_span(gw_config, primary, backup):
+    """Outbound W3C trace context: every attempt's request carries the call's trace id and the span id its
+    attempt span gets, so a provider that traces (vLLM, another gateway) hangs its spans under it."""
+    primary.script(Fail(500), Reply("from the primary"))
+    exporter = InMemorySpanExporter()
+    gw = Gateway(load_config(gw_config), sleep=no_sleep, span_exporter=exporter)
+    try:
+        reply = await gw.chat("triage", MSG)
+    finally:
+        await gw.aclose()
+    sent = [r.headers["traceparent"] for r in primary.requests]
+    assert len(sent) == 2 and len(set(sent)) == 2  # a retry is a new span
+    _root, attempts = spans_by_trace(exporter, reply.trace_id)
+    assert sent == [f"00-{reply.trace_id}-{s.context.span_id:016x}-01" for s in attempts]
+
+
+async def test_without_tracing_no_traceparent_is_sent(primary, backup, write_config):
+    gw = Gateway(load_config(write_config(two_route_config(primary, backup))))
+    try:
+        await gw.chat("triage", MSG)
+    finally:
+        await gw.aclose()
+    assert "traceparent" not in {k.lower() for k in primary.requests[-1].headers}
