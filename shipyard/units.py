@@ -12,7 +12,13 @@ def parse_duration(text: str) -> float:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a duration; use a number and a unit: 90s, 15m, 12h, 30d, 2w")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{text!r} is longer than 100 years; use a shorter duration")
+    return seconds
+
+
+MAX_DURATION_S = 100 * 365.25 * 86400
 
 
 def feature_list(text_or_list: str | list[str], known: set[str] | frozenset[str]) -> list[str]:
@@ -57,6 +63,8 @@ def parse_window(text: str, now: float) -> tuple[float, float]:
         return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
     since, until = point(start), point(end)
+    if since < 0:
+        raise ValueError(f"{text!r} starts before 1970; {how}")
     if since >= until:
         raise ValueError(f"{text!r} ends before it starts; {how}")
     return since, until

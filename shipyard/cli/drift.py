@@ -85,8 +85,16 @@ def drift_command(
     # that is there (or named) still gives the feature's segments.
     files_only = reference is not None and not reference.startswith(TRAFFIC) and current is not None
     spec = None
-    if not files_only or (by_segment is None and (config is not None or default_config_path(None).exists())):
+    if not files_only or (by_segment is None and config is not None):
         spec = _feature_spec(_config(config), feature)
+    elif by_segment is None and default_config_path(None).exists():  # only for the segments: best effort
+        try:
+            spec = load_config(default_config_path(None)).features.get(feature)
+        except ConfigError:
+            spec = None
+        if spec is None:
+            err.print(f"note: {default_config_path(None)} is not used (it does not load, or has no {feature!r}); "
+                      "no per-segment reports unless --by-segment names the fields", highlight=False, markup=False)
     try:
         notes: list[str] = []
         ref_text = reference or _default_reference(config, feature, spec)

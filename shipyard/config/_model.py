@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -201,7 +202,7 @@ class DriftSpec(Strict):
         from ..units import TRAFFIC, parse_window
 
         if v.startswith(TRAFFIC):
-            parse_window(v[len(TRAFFIC):], 1e9)  # ValueError saying how to write one
+            parse_window(v[len(TRAFFIC):], time.time())  # ValueError saying how to write one
         elif not v.strip():
             raise ValueError("name a file of inputs, or a traffic window: traffic:2026-11-01..2026-11-08")
         return v

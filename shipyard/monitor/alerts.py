@@ -233,7 +233,10 @@ class Monitor:
         if cached is not None and now - cached[0] < parse_duration(spec.every):
             return cached[1]
         rows = self.store.traffic(feature=name, since=now - parse_duration(spec.window), limit=100_000)
-        current, _skipped = table_from_traces(rows)
+        # Against a file of inputs, a call without stored inputs (sealed, or from before store_content was
+        # set) would read as missing values: only the calls with inputs count. A window of traffic has
+        # such calls on both sides, and their outcomes count.
+        current, _skipped = table_from_traces(rows, inputs_only=not spec.reference.startswith(TRAFFIC))
         reference = self._drift_reference(name, spec, now)
         if isinstance(reference, str):
             alert = Alert("drift", "incidents", None, f"{name}: {reference}", {"reference": spec.reference})

@@ -60,7 +60,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,6 +325,13 @@ ANSWER_FIELDS = ("answer", "output.", "outcome.")
 """Fields about the answer rather than the input: compared only when both sides have them (a file of
 inputs has no outcomes, and that is not drift), where an input field missing on one side is."""
 
+def comparable(reference: Iterable[str], current: Iterable[str]) -> list[str]:
+    """The fields compared by default: every field of either side, except answer fields on one side only."""
+    ref, cur = list(reference), list(current)
+    both = set(ref) & set(cur)
+    return [n for n in dict.fromkeys([*ref, *cur]) if n in both or not n.startswith(ANSWER_FIELDS)]
+
+
 TableLike = Table | Mapping[str, Sequence[Any] | np.ndarray] | Sequence[Mapping[str, Any]]
 
 
@@ -340,8 +347,7 @@ def compare(reference: TableLike, current: TableLike, *, options: DriftOptions |
     started = time.perf_counter()
     ref_columns, ref_rows = _columns(reference)
     cur_columns, cur_rows = _columns(current)
-    names = [n for n in dict.fromkeys([*ref_columns, *cur_columns])
-             if (n in ref_columns and n in cur_columns) or not n.startswith(ANSWER_FIELDS)]
+    names = comparable(ref_columns, cur_columns)
     if fields is not None:
         unknown = [f for f in fields if f not in ref_columns and f not in cur_columns]
         if unknown:
@@ -368,6 +374,9 @@ def compare(reference: TableLike, current: TableLike, *, options: DriftOptions |
 
 SEGMENT_MIN_ROWS = 30
 SEGMENT_MAX_VALUES = 10
+SEGMENT_MAX_DISTINCT = 200
+"""A field with more distinct values than this in the current rows (or mostly distinct values) is not a
+segment: an amount, an id."""
 
 
 def compare_segments(reference: TableLike, current: TableLike, keys: Sequence[str], *,
@@ -385,6 +394,11 @@ def compare_segments(reference: TableLike, current: TableLike, keys: Sequence[st
             notes.append(f"segment {key!r}: neither side has this field")
             continue
         ref_groups, cur_groups = ref.groups(key), cur.groups(key)
+        distinct = len(cur_groups)
+        if distinct > SEGMENT_MAX_DISTINCT or (distinct > max_values and distinct > cur.rows / 2):
+            notes.append(f"segment {key!r}: {len(cur_groups)} distinct values, not compared: a segment field is "
+                         "a category (lang, tier, plan)")
+            continue
         ranked = sorted(cur_groups, key=lambda v: (-len(cur_groups[v]), v))
         if len(ranked) > max_values:
             notes.append(f"segment {key!r}: the {max_values} most frequent of {len(ranked)} values compared")
@@ -394,8 +408,7 @@ def compare_segments(reference: TableLike, current: TableLike, keys: Sequence[st
                 out.append(SegmentDrift(key, value, n_ref, n_cur, None,
                                         f"too few rows to judge (needs {min_rows} a side)"))
                 continue
-            names = [f for f in (fields if fields is not None else dict.fromkeys([*ref.columns, *cur.columns]))
-                     if f != key]
+            names = [f for f in (fields if fields is not None else comparable(ref.columns, cur.columns)) if f != key]
             report = compare(ref.take(ref_groups[value]), cur.take(cur_groups[value]), options=options,
                              types={k: v for k, v in (types or {}).items() if k != key} or None, fields=names)
             out.append(SegmentDrift(key, value, n_ref, n_cur, report))

@@ -10,9 +10,10 @@ Three signals, strongest first:
 - the provider's own: ``finish_reason: content_filter`` (OpenAI, Azure; Anthropic's ``stop_reason:
   refusal`` arrives translated to it);
 - OpenAI's ``refusal`` field on the message (structured outputs) or on a streamed delta;
-- the answer's opening words: the stock phrasings of a refusal ("I'm sorry, but I can't ...", "I cannot
-  help with ...", "As an AI language model, I ...", and their Spanish, French, German and Portuguese
-  counterparts). Only the first ``HEAD_CHARS`` characters are read, and only a sentence that *starts*
+- the answer's opening words: the stock phrasings of a refusal ("I'm sorry, but I can't help ...", "I
+  cannot assist with ...", "As an AI language model, I ...", and their Spanish, French, German and
+  Portuguese counterparts), where what cannot be done is the task itself ("Unfortunately, I cannot find
+  that order" is an answer, not a refusal). Only the first ``HEAD_CHARS`` characters are read, and only a sentence that *starts*
   like a refusal counts: an answer that quotes one later, or explains what it cannot do after doing the
   task, does not. A heuristic, so it is named as one: ``how: phrase``.
 """
@@ -30,15 +31,14 @@ HEAD_CHARS = 240
 
 _CANT = (r"(?:can(?:no|')t|can not|won't be able to|will not be able to|won't|will not|am unable to|'m unable to|"
          r"am not able to|'m not able to|must decline(?: to)?)")
-_TASK = (r"(?:help|assist|comply|provide|do (?:that|this)|fulfil|fulfill|answer|support|share|create|write|"
-         r"generate|discuss|engage|give|offer|produce|continue|complete|process|respond)")
+_TASK = (r"(?:help(?! but)|assist|comply|provide|do (?:that|this)|fulfil|fulfill|answer|support|share|create|"
+         r"write|generate|discuss|engage|give|offer|produce|continue|complete|process|respond)\b")
 _PHRASES = re.compile(
     "|".join((
-        rf"(?:i'm|i am) sorry,? (?:but )?(?:i {_CANT}|that's not something i can)",
-        rf"(?:sorry|unfortunately|apologies),? (?:but )?i {_CANT}",
+        rf"(?:(?:i'm|i am) sorry|sorry|unfortunately|apologies),? (?:but )?i {_CANT} {_TASK}",
+        r"(?:(?:i'm|i am) sorry|sorry),? (?:but )?that's not something i can",
         rf"i {_CANT} {_TASK}",
-        rf"i {_CANT} (?:with|in) (?:that|this)",
-        rf"i {_CANT}\.\.\.",
+        rf"i {_CANT} (?:with|in) (?:that|this)\b",
         r"as an ai(?: language model| assistant| model)?,? i (?:can(?:no|')t|cannot|am not able|don't|do not|won't)",
         r"lo siento,? (?:pero )?no (?:puedo|me es posible)",
         r"(?:je suis )?d[ée]sol[ée]e?,? (?:mais )?je ne (?:peux|suis pas en mesure)",

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -129,6 +129,15 @@ class _Quiet(logging.Filter):
 _QUIET = _Quiet()
 
 
+def _without_password(url: str) -> str:
+    """A URL as logs may show it: ``user:secret@host`` becomes ``user:***@host``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def guarded_exporter(exporter: SpanExporter, endpoint: str | None = None) -> Any:
     """``exporter`` wrapped so that its failures are counted (``failures``, ``failed_spans``) and said at
     most every ``WARN_EVERY_S`` (naming ``endpoint``), without the SDK's record per retry."""
@@ -149,7 +158,7 @@ def _guarded_class() -> type:
         def __init__(self, inner: SpanExporter, endpoint: str | None, *, warn_every_s: float = WARN_EVERY_S,
                      clock: Any = time.monotonic) -> None:
             self.inner = inner
-            self.endpoint = endpoint or type(inner).__name__
+            self.endpoint = _without_password(endpoint) if endpoint else type(inner).__name__
             self.warn_every_s = warn_every_s
             self.clock = clock
             self.failures = 0  # span batches not delivered, since the start

@@ -44,9 +44,10 @@ class Admit:
                 call.principal = OPEN if self.auth == "none" else await self.keys.verify(call.api_key)
             call.principal.check_feature(call.feature.name)
         except ShipyardError as exc:
-            call.status, call.error = "error", exc
-            for record in self.rejected:
-                record(call)
+            if exc.status in (401, 403):  # a rejection (a state or store outage is not one)
+                call.status, call.error = "error", exc
+                for record in self.rejected:
+                    record(call)
             raise
         return await next(call)
 

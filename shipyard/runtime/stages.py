@@ -73,8 +73,8 @@ class Record:
             return result
         if call.status == "pending":
             call.status = "ok"
-        if call.op == "chat" and isinstance(result, dict):
-            self.finish(call, message_text(result), refusal_of(result))
+        if call.op != "embed" and isinstance(result, dict):  # a typed call's answer may be a refusal too
+            self.finish(call, message_text(result) if call.op == "chat" else None, refusal_of(result))
         else:
             self.finish(call)
         return result

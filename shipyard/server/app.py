@@ -197,7 +197,7 @@ class Api:
             if "input" not in body:
                 raise RequestError("'input' is required: a string or a list of strings", param="input")
             call = self.gateway.new_call(feature, "embed", body, trace_id=trace_id, api_key=bearer(request),
-                                         subject=_subject(request))
+                                         subject=_subject(request), metadata=_metadata(request))
         except ShipyardError as exc:
             return error_response(exc, trace_id)
         result, failed = await self.run(call)

@@ -100,6 +100,29 @@ def test_a_file_of_inputs_compares_the_inputs_and_leaves_the_outcomes_out(tmp_pa
     data = json.loads(out.read_text())
     assert [f["field"] for f in data["fields"]] == ["text", "amount", "lang"]
     assert data["drifted_fields"] == ["amount"] and data["segments"] == []
+    # per segment (the feature's segments), the outcomes are left out the same way
+    result = in_process("triage", "-c", str(config), "-r", str(reference), "--window", "1d", "--no-embeddings",
+                        "--json", str(out))
+    segments = {s["segment"]["lang"]: s for s in json.loads(out.read_text())["segments"]}
+    assert [f["field"] for f in segments["en"]["fields"]] == ["text", "amount"]
+    assert (segments["en"]["drifted"], segments["es"]["drifted"]) == (False, True)  # only Spanish amounts moved
+
+
+def test_two_files_need_no_config_and_a_broken_one_nearby_is_a_note(tmp_path, monkeypatch):
+    r = random.Random(3)
+    rows = [{"amount": round(r.gauss(40, 8), 2), "lang": "es" if i % 2 else "en"} for i in range(200)]
+    ref, cur = write_jsonl(tmp_path / "a.jsonl", rows[:100]), write_jsonl(tmp_path / "b.jsonl", rows[100:])
+    (tmp_path / "shipyard.yaml").write_text("features: [not, a, mapping]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SHIPYARD_CONFIG", raising=False)
+    result = in_process("triage", "-r", str(ref), "--current", str(cur), "--no-embeddings")
+    assert result.exit_code == 0, result.output
+    assert "shipyard.yaml is not used" in result.stderr
+    by = in_process("triage", "-r", str(ref), "--current", str(cur), "--no-embeddings", "--by-segment", "lang")
+    assert by.exit_code == 0 and "By segment" in by.stdout and "is not used" not in by.stderr
+    numeric = in_process("triage", "-r", str(ref), "--current", str(cur), "--no-embeddings", "--by-segment", "amount")
+    assert numeric.exit_code == 0
+    assert "distinct values, not compared: a segment field is a category" in " ".join(numeric.stdout.split())
 
 
 def test_window_errors_exit_2_and_say_how_to_write_one(tmp_path):
@@ -112,6 +135,10 @@ def test_window_errors_exit_2_and_say_how_to_write_one(tmp_path):
     assert empty.exit_code == 2
     assert "no recorded calls of 'triage' in the reference window 2001-01-01..2001-01-08" in empty.stderr
     assert "retention.traces_days" in empty.stderr
+    huge = in_process("triage", "-c", str(config), "-r", "traffic:5d..3d", "--window", "99999999d")
+    assert huge.exit_code == 2 and "longer than 100 years" in huge.stderr
+    ancient = in_process("triage", "-c", str(config), "-r", "traffic:0001-01-01T00:00+01:00..", "--no-embeddings")
+    assert ancient.exit_code == 2 and "starts before 1970" in ancient.stderr
 
 
 def test_a_window_reads_utc_dates_times_offsets_and_durations_ago():

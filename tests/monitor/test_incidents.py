@@ -460,6 +460,46 @@ def test_drift_needs_stored_inputs(primary, write_config, receiver):
         Gateway(load_config(path))
 
 
+def test_calls_without_stored_inputs_are_not_missing_values_against_a_file(primary, write_config, receiver,
+                                                                             tmp_path):
+    """Calls from before store_content was set (or sealed ones) have no inputs: against a file of inputs
+    they are left out, not counted as missing values, and min_rows counts the calls that have inputs."""
+    from tests.store.test_store import record
+
+    (tmp_path / "reference.jsonl").write_text("".join(
+        orjson.dumps({"text": f"where is parcel {i % 9}", "amount": 10 + i % 7}).decode() + "\n" for i in range(200)))
+    extra = """    retention: {store_content: redacted}
+    drift: {reference: reference.jsonl, window: 1h, every: 1s, min_rows: 30}
+    slo: {availability: 0.5}
+"""
+    cfg = load_config(write_config(config(primary, receiver.url, extra=extra, slo=" ")))
+    assert cfg.model.features["triage"].drift.reference == "reference.jsonl"
+    store = Store(cfg.model.storage)
+    store.migrate()
+    now = time.time()
+    with_inputs = [{**record(i, "triage"), "started_at": now - 60 - i, "content_mode": "redacted",
+                    "content": {"input": {"text": f"where is parcel {i % 9}", "amount": 10 + i % 7}}}
+                   for i in range(40)]
+    without = [{**record(100 + i, "triage"), "started_at": now - 30 - i} for i in range(30)]
+    store.insert_traces(with_inputs + without)
+    from shipyard.monitor.alerts import Monitor
+    from shipyard.runtime.call import Background
+
+    monitor = Monitor(cfg, store.incidents, Background(), store.evals, store)
+    [drift] = [a for f, a in monitor.alerts(now) if a.key == "drift"]
+    assert drift.firing is False and drift.details["current_rows"] == 40, drift.title
+    store.close()
+
+
+def test_a_traffic_window_in_the_config_may_be_open_ended_or_relative(write_config, primary, receiver):
+    for reference in ("traffic:2026-11-01..", "traffic:2026-11-01..1d", "traffic:14d..7d"):
+        extra = f"    drift: {{reference: '{reference}'}}\n"
+        assert load_config(write_config(config(primary, receiver.url, extra=extra))).model.features[
+            "triage"].drift.reference == reference
+    with pytest.raises(Exception, match="ends before it starts"):
+        load_config(write_config(config(primary, receiver.url, extra="    drift: {reference: 'traffic:1d..2d'}\n")))
+
+
 def test_a_refusal_rate_that_climbs_against_an_approved_window_is_an_incident_then_resolves(
         primary, write_config, serve, receiver):
     """Outcome drift needs no stored content: the reference is last day's recorded traffic (2 refusals in

@@ -19,7 +19,7 @@ MSG = [{"role": "user", "content": "how do I pick this lock"}]
     "I’m sorry, but I cannot assist with that request.",  # a typographic apostrophe
     "  **I can't help with that.** If you are locked out, call a locksmith.",
     "I cannot provide instructions for that.",
-    "I won't be able to... I will not write that.",
+    "I won't be able to help with that request.",
     "Sorry, I can't do that.",
     "Unfortunately, I am unable to share that information.",
     "As an AI language model, I cannot give medical advice.",
@@ -38,6 +38,9 @@ def test_stock_refusals_are_recognised(text):
     "Sure! Here is how to reset your password.",
     "I can help with that: open Settings, then Security.",
     "I cannot wait to hear how it goes!",
+    "Unfortunately, I cannot find an order with that number; here are the steps to check it.",
+    "I'm sorry, but I can't find that order: could you check the number?",
+    "I can't help but notice the parcel was sent twice.",
     "Step 1: open the app. Note: I'm sorry, but I can't is a phrase customers write.",  # not at the start
     "The customer wrote: I can't log in.",
     "",
@@ -100,3 +103,18 @@ async def test_a_refused_call_has_a_refusal_event_answered_whole_or_streamed(gw_
     labels = {"feature": "triage", "route": "primary/gpt-4o-mini", "segment": ""}
     assert counted == {tuple(sorted({**labels, "how": how}.items())): n
                        for how, n in (("phrase", 2), ("content_filter", 1), ("refusal", 1))}
+
+
+async def test_a_typed_call_that_is_refused_has_the_event_too(primary, backup, write_config):
+    path = write_config(two_route_config(primary, backup, feature_extra="""
+        prompt: [{role: user, content: "Summarise: {{ text }}"}]
+    """))
+    primary.script(Reply("I'm sorry, but I can't help with that."), Reply("A parcel is late."))
+    gw = Gateway(load_config(path))
+    try:
+        refused = await gw.invoke("triage", {"text": "how to pick a lock"})
+        answered = await gw.invoke("triage", {"text": "where is my parcel"})
+        traces = [await gw.get_trace(r.trace_id) for r in (refused, answered)]
+    finally:
+        await gw.aclose()
+    assert [[e["how"] for e in refusal_events(t)] for t in traces] == [["phrase"], []]

@@ -477,3 +477,14 @@ async def test_without_tracing_no_traceparent_is_sent(primary, backup, write_con
     finally:
         await gw.aclose()
     assert "traceparent" not in {k.lower() for k in primary.requests[-1].headers}
+
+
+def test_an_embeddings_request_joins_the_callers_trace_too(gw_config, primary, serve):
+    exporter = InMemorySpanExporter()
+    served = serve(gw_config, span_exporter=exporter)
+    primary.script(Embed())
+    served.client().embeddings.create(model="triage", input="hello",
+                                      extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
+    assert served.gateway.tracing.flush()
+    [root] = [s for s in exporter.get_finished_spans() if s.name == "embeddings triage"]
+    assert f"{root.context.trace_id:032x}" == CALLER_TRACE and f"{root.parent.span_id:016x}" == CALLER_SPAN
