@@ -86,7 +86,8 @@ def drift_command(
     files_only = reference is not None and not reference.startswith(TRAFFIC) and current is not None
     spec = None
     if not files_only or (by_segment is None and config is not None):
-        spec = _feature_spec(_config(config), feature)
+        cfg = _config(config)
+        spec = _feature_spec(cfg, feature)
     elif by_segment is None and default_config_path(None).exists():  # only for the segments: best effort
         try:
             spec = load_config(default_config_path(None)).features.get(feature)
@@ -97,7 +98,7 @@ def drift_command(
                       "no per-segment reports unless --by-segment names the fields", highlight=False, markup=False)
     try:
         notes: list[str] = []
-        ref_text = reference or _default_reference(config, feature, spec)
+        ref_text = reference or _default_reference(cfg.base_dir, feature, spec)
         if ref_text.startswith(TRAFFIC):
             try:
                 ref_since, ref_until = parse_window(ref_text[len(TRAFFIC):], now)
@@ -150,14 +151,14 @@ def _pairs(option: str, items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _default_reference(config: Path | None, feature: str, spec: Any) -> str:
+def _default_reference(base_dir: Path, feature: str, spec: Any) -> str:
     if spec.drift is not None:
         ref = spec.drift.reference
-        return ref if ref.startswith(TRAFFIC) else str(Path(_config(config).base_dir) / ref)
+        return ref if ref.startswith(TRAFFIC) else str(Path(base_dir) / ref)
     if spec.eval is None or not spec.eval.dataset:
         fail(f"no reference: pass --reference FILE or traffic:START..END, or set drift.reference or "
              f"eval.dataset for {feature}")
-    return str(Path(_config(config).base_dir) / spec.eval.dataset)
+    return str(Path(base_dir) / spec.eval.dataset)
 
 
 def _config(config: Path | None) -> Any:
