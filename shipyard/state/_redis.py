@@ -83,6 +83,10 @@ class Unavailable(Exception):
     """Redis failed just now or is in its back-off: the caller applies the failure policy."""
 
 
+CLOSE_S = 5.0
+"""The longest each step of closing waits on Redis."""
+
+
 def redacted(url: str) -> str:
     """The URL without its password (nor a query string, which may hold one)."""
     parts = urlsplit(url)
@@ -183,18 +187,31 @@ class RedisState:
         self._offset_s = seconds + micros / 1e6 - (before + time.time()) / 2
 
     async def aclose(self) -> None:
+        """Finish the background writes, replay what was kept if Redis is there, and close the connections;
+        each step within ``CLOSE_S``, so that a stop never hangs on Redis (what is left is logged)."""
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
-        await self.drain()
-        if self._charges or self._settles:
-            await self.ping()  # one last try: if Redis is back, this replays what was kept
-            await self.drain()
+        try:
+            async with asyncio.timeout(CLOSE_S):
+                await self.drain()
+                if self._charges or self._settles:
+                    await self.ping()  # one last try: if Redis is back, this replays what was kept
+                    await self.drain()
+        except TimeoutError:
+            log.warning("closing: %d background write(s) to Redis at %s did not finish within %gs",
+                        len(self._tasks), self.where, CLOSE_S)
+            for task in list(self._tasks):
+                task.cancel()
         if self._charges or self._settles:
             log.warning("closing with %d charges and %d settlements that Redis at %s never received",
                         len(self._charges), len(self._settles), self.where)
-        await self.client.aclose(close_connection_pool=True)
+        try:
+            async with asyncio.timeout(CLOSE_S):
+                await self.client.aclose(close_connection_pool=True)
+        except TimeoutError:
+            log.warning("closing: the connections to Redis at %s did not close within %gs", self.where, CLOSE_S)
 
     async def drain(self) -> None:
         """Wait for the background writes of this process (breaker outcomes, replays) to finish."""

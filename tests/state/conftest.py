@@ -46,7 +46,7 @@ async def delete_prefix(url: str, prefix: str) -> None:
     """Remove what a test wrote (the Redis server is shared: never FLUSHDB)."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
         if keys:
